@@ -1,0 +1,69 @@
+"""The classifier interface: texts in, typed scores per risk code out.
+
+Every classifier, from a keyword list to a guard LLM, satisfies :class:`Classifier`.
+Implementations do not inherit from it; the registry (``classifiers.registry``) builds
+them from their own pydantic params models, referenced by ``type:`` in policy files.
+
+Optional abilities are separate small protocols:
+
+* :class:`StreamingClassifier` -- can say how much of a text's tail must be held back in
+  a stream because it could still grow into a match (lexicon, patterns).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Classifier", "Scores", "Span", "StreamingClassifier"]
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A matched region of the *original* (not normalised) text, ``text[start:end]``."""
+
+    start: int
+    end: int
+    code: str
+    score: float = 1.0
+    #: What matched, for the incident record: a rule or detector name, never the text itself.
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """One classifier's verdict on one text.
+
+    ``scores`` maps risk codes (``A.1.d``, ``X.jailbreak``) to a score in [0, 1]; a code that
+    is absent scored 0. ``spans`` lists where in the text the evidence lies, when the
+    classifier knows (keyword and pattern matches do, whole-text models do not).
+    """
+
+    classifier: str
+    scores: Mapping[str, float] = field(default_factory=dict)
+    spans: tuple[Span, ...] = ()
+    revision: str = ""
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    """Turns a batch of texts into one :class:`Scores` per text, in order."""
+
+    name: str
+
+    async def classify(self, texts: Sequence[str]) -> list[Scores]:
+        """Score every text; the result has the same length and order as ``texts``."""
+        ...
+
+
+@runtime_checkable
+class StreamingClassifier(Protocol):
+    """A classifier whose matches are local, so a stream can release text behind them."""
+
+    name: str
+
+    def holdback(self, text: str) -> int:
+        """How many trailing characters of ``text`` (original, not normalised) could still
+        become part of a match once more text arrives, and so must not be released yet."""
+        ...

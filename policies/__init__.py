@@ -1,0 +1,1 @@
+"""Bundled policy files and keyword lists (package data)."""
