@@ -1,0 +1,162 @@
+"""The app factory. Everything a request needs lives on ``app.state.modgate``.
+
+``create_app`` loads and validates the config and policies at once (a bad file fails here,
+before the server listens); the lifespan opens what needs the event loop (HTTP clients,
+store) and warms the classifiers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from gateway.config import GatewayConfig, default_config, load_config
+from gateway.errors import GatewayError, InvalidRequest, NotFound, error_body
+from gateway.metrics import Metrics
+from gateway.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
+from gateway.policy import Policy
+from gateway.policy_loader import load_policy
+from gateway.recorder import Recorder
+from gateway.responses import json_response
+from gateway.routing import Route, Router, Upstream
+from gateway.screening import Segment, screen
+from gateway.settings import Settings
+from gateway.store.base import Store, open_store
+from gateway.upstream import build_client
+
+__all__ = ["AppState", "app_from_env", "create_app", "load_gateway"]
+
+log = logging.getLogger(__name__)
+
+WARMUP_TEXTS = ("Hello, how are you today?", "你好，今天天气怎么样？")
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    config: GatewayConfig
+    metrics: Metrics
+    default_policy: Policy
+    policies: dict[str, Policy]
+    store: Store
+    recorder: Recorder
+    router: Router | None = None
+    ready: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def all_policies(self) -> list[Policy]:
+        return [self.default_policy, *self.policies.values()]
+
+
+def load_gateway(settings: Settings) -> tuple[GatewayConfig, Policy, dict[str, Policy]]:
+    """Load config and every policy it names; raises ConfigError / PolicyError on a bad file."""
+    config = (
+        load_config(settings.config)
+        if settings.config
+        else default_config(settings.upstream, settings.policy)
+    )
+    default_policy = load_policy(settings.policy)
+    policies: dict[str, Policy] = {}
+    for route in config.routes:
+        ref = config.policy_path(route.policy)
+        if ref not in policies:
+            policies[ref] = (
+                default_policy if ref == "default" and settings.policy is None else load_policy(ref)
+            )
+    return config, default_policy, policies
+
+
+async def _warm(state: AppState) -> None:
+    segments = [Segment(t, "user") for t in WARMUP_TEXTS]
+    for policy in state.all_policies:
+        await screen(policy, segments, "input")
+    state.ready["classifiers"] = True
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: AppState = app.state.modgate
+    cfg = state.config
+    upstreams = {
+        name: Upstream(name, up, build_client(up, state.settings.http_transport))
+        for name, up in cfg.upstreams.items()
+    }
+    routes = [Route(r, upstreams[r.upstream], state.policies[cfg.policy_path(r.policy)]) for r in cfg.routes]
+    state.router = Router(cfg, routes, state.default_policy)
+    if not routes:
+        log.warning("no upstream configured: only /v1/moderations screens; pass --upstream or --config")
+    await state.store.open()
+    state.ready["store"] = True
+    await _warm(state)
+    log.info(
+        "modgate ready policy=%s@%s routes=%d store=%s",
+        state.default_policy.name,
+        state.default_policy.version,
+        len(routes),
+        state.store.url.split("://")[0],
+    )
+    try:
+        yield
+    finally:
+        for upstream in upstreams.values():
+            await upstream.client.aclose()
+        await state.store.close()
+
+
+async def _gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return json_response(exc.body(), exc.status, exc.headers or None)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        return await _gateway_error(request, NotFound(f"no such endpoint: {request.url.path}"))
+    body = error_body(str(exc.detail), "invalid_request_error", None, f"http_{exc.status_code}")
+    return json_response(body, exc.status_code)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    return await _gateway_error(request, InvalidRequest("invalid request"))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    rid = request.scope.get("state", {}).get("request_id")
+    log.exception("unhandled error request_id=%s", rid)
+    body = error_body("internal gateway error", "server_error", None, "internal_error")
+    return json_response(body, 500)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the gateway app for ``settings``; config and policies are validated here."""
+    from gateway.routes import chat, health, moderations, passthrough
+
+    config, default_policy, policies = load_gateway(settings)
+    metrics = Metrics()
+    store = open_store(settings.store)
+    state = AppState(settings, config, metrics, default_policy, policies, store, Recorder(store, metrics))
+    app = FastAPI(title="modgate", lifespan=_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.modgate = state
+    app.add_exception_handler(GatewayError, _gateway_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)
+    for module in (health, chat, moderations, passthrough):
+        app.include_router(module.router)
+    # Added innermost first: request id wraps everything, so even a 413 carries it.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` and for ``--workers N`` (settings from MODGATE_*)."""
+    return create_app(Settings())  # reads MODGATE_*

@@ -1,0 +1,175 @@
+"""Chat completions through the gateway: screen input, forward, screen output (whole or streamed)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.app import AppState
+from gateway.errors import (
+    ContentBlocked,
+    GatewayError,
+    UpstreamUnavailable,
+    error_body,
+    translate_upstream_errors,
+)
+from gateway.openai_chat import (
+    ChatRequest,
+    apply_output,
+    input_segments,
+    output_segments,
+    parse_json_object,
+    redact_payload,
+    refusal_completion,
+    refusal_stream,
+    validate_chat,
+)
+from gateway.recorder import RequestInfo
+from gateway.responses import GuardedStreamResponse, json_response, race_disconnect
+from gateway.routing import Route
+from gateway.screening import Decision, Segment, screen
+from gateway.stream.guard import StreamGuard
+from gateway.upstream import forward_headers, open_upstream, response_headers
+
+__all__ = ["handle_chat"]
+
+ROUTE = "/v1/chat/completions"
+
+
+@dataclass
+class _Call:
+    state: AppState
+    route: Route
+    chat: ChatRequest
+    info: RequestInfo
+    t0: float
+
+    def annotation(self, decision: Decision, incident_id: str | None) -> dict[str, Any]:
+        return {
+            "action": decision.action,
+            "incident_id": incident_id,
+            "risks": [r["code"] for r in decision.risks()],
+            "policy_version": decision.policy_version,
+        }
+
+    async def record(
+        self, decision: Decision, segments: list[Segment], exposed: int = 0, offsets: Any = None
+    ) -> str:
+        return await self.state.recorder.record(decision, segments, self.info, exposed, offsets)
+
+
+async def handle_chat(request: Request) -> Response:
+    state: AppState = request.app.state.modgate
+    assert state.router is not None
+    body = await request.body()
+    caller = state.router.authenticate(request.headers.get("authorization"), request.headers.get("x-api-key"))
+    payload = parse_json_object(body)
+    chat = validate_chat(payload)
+    route = state.router.resolve(request.url.path, chat.model, caller)
+    rid = request.scope["state"]["request_id"]
+    call = _Call(
+        state,
+        route,
+        chat,
+        RequestInfo(rid, caller.tenant, route.name, chat.model),
+        request.scope["state"]["t0"],
+    )
+
+    segments = input_segments(chat)
+    decision = await screen(route.policy, segments, "input", state.metrics)
+    if decision.action != "allow":
+        incident_id = await call.record(decision, segments)
+        note = call.annotation(decision, incident_id)
+        if decision.action == "block":
+            raise ContentBlocked("the request was blocked by the content policy", modgate=note)
+        if decision.action == "refuse":
+            if chat.stream:
+                return Response(
+                    b"".join(refusal_stream(chat, route.policy, note)), media_type="text/event-stream"
+                )
+            return json_response(refusal_completion(chat, route.policy, note))
+        if decision.action == "redact":
+            redact_payload(payload, decision, segments, route.policy.spec.refusal.redaction)
+            body = orjson.dumps(payload)
+    headers = forward_headers(request.headers, route.upstream, caller, rid)
+    headers["content-type"] = "application/json"
+    if chat.stream:
+        return await _stream(call, headers, body)
+    return await race_disconnect(request, _complete(call, headers, body))
+
+
+async def _complete(call: _Call, headers: dict[str, str], body: bytes) -> Response:
+    state = call.state
+    sent = time.perf_counter()
+    response, _ = await open_upstream(call.route.upstream, "POST", ROUTE, headers, body, state.metrics)
+    try:
+        with translate_upstream_errors():
+            raw = await response.aread()
+    finally:
+        await response.aclose()
+    upstream_seconds = time.perf_counter() - sent
+    try:
+        result = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamUnavailable("the upstream answered with a body that is not JSON") from exc
+    if not isinstance(result, dict):
+        raise UpstreamUnavailable("the upstream answered with a body that is not a JSON object")
+    segments = output_segments(result)
+    decision = await screen(call.route.policy, segments, "output", state.metrics)
+    out_headers = response_headers(response.headers)
+    if decision.action != "allow":
+        incident_id = await call.record(decision, segments)
+        apply_output(result, decision, segments, call.route.policy, call.annotation(decision, incident_id))
+        raw = orjson.dumps(result)
+    out_headers["content-type"] = "application/json"
+    added = time.perf_counter() - call.t0 - upstream_seconds
+    state.metrics.added_seconds.labels(ROUTE).observe(max(0.0, added))
+    return Response(raw, headers=out_headers)
+
+
+async def _stream(call: _Call, headers: dict[str, str], body: bytes) -> Response:
+    state = call.state
+    response, _ = await open_upstream(call.route.upstream, "POST", ROUTE, headers, body, state.metrics)
+    ctype = response.headers.get("content-type", "")
+    if not ctype.startswith("text/event-stream"):
+        await response.aclose()
+        raise UpstreamUnavailable(f"the upstream did not stream (content-type {ctype or 'missing'})")
+    policy = call.route.policy
+    mode = policy.spec.streaming.mode
+
+    async def record(decision: Decision, segments: list[Segment], exposed: int, offsets: Any) -> str:
+        return await call.record(decision, segments, exposed, offsets)
+
+    guard = StreamGuard(
+        policy,
+        record,
+        response.aclose,
+        on_holdback=state.metrics.holdback_seconds.observe,
+        on_cut=lambda d: _count_cut(state, d, mode),
+    )
+
+    async def upstream_bytes() -> Any:
+        with translate_upstream_errors():
+            async for chunk in response.aiter_bytes():
+                yield chunk
+
+    return GuardedStreamResponse(
+        guard.run(upstream_bytes()),
+        on_close=response.aclose,
+        error_event=_error_event,
+        headers=response_headers(response.headers),
+    )
+
+
+def _count_cut(state: AppState, decision: Decision, mode: str) -> None:
+    for risk in decision.risks():
+        state.metrics.stream_cuts.labels(risk["code"], mode).inc()
+
+
+def _error_event(exc: GatewayError) -> bytes:
+    return b"data: " + orjson.dumps(error_body(exc.message, exc.type, exc.param, exc.code)) + b"\n\n"

@@ -1,0 +1,148 @@
+"""The ``modgate`` command: serve, check, policy check."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from gateway.config import ConfigError
+from gateway.policy_loader import PolicyError, load_policy
+from gateway.settings import Settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="modgate: a content-moderation gateway.")
+policy_app = typer.Typer(no_args_is_help=True, help="Work with policy files.")
+app.add_typer(policy_app, name="policy")
+
+log = logging.getLogger("modgate")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"modgate: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _settings(overrides: dict[str, Any]) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        lines = [f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()]
+        _fail("invalid settings\n  " + "\n  ".join(lines))
+        raise  # unreachable; keeps type checkers content
+
+
+def _export(settings: Settings) -> None:
+    """Hand the settings to worker processes, which build their app from MODGATE_*."""
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        os.environ[f"MODGATE_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+
+
+@app.command()
+def serve(
+    upstream: Annotated[
+        str | None, typer.Option(help="OpenAI-style base URL incl. /v1 [MODGATE_UPSTREAM]")
+    ] = None,
+    policy: Annotated[
+        Path | None, typer.Option(help="Policy file (default: bundled) [MODGATE_POLICY]")
+    ] = None,
+    store: Annotated[
+        str | None, typer.Option(help="sqlite:///path or redis://host:port/db [MODGATE_STORE]")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="Gateway config YAML [MODGATE_CONFIG]")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address [MODGATE_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [MODGATE_PORT]")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes [MODGATE_WORKERS]")] = None,
+) -> None:
+    """Run the gateway."""
+    import uvicorn
+
+    settings = _settings(
+        {"upstream": upstream, "policy": policy, "store": store, "config": config,
+         "host": host, "port": port, "workers": workers}
+    )  # fmt: skip
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    from gateway.app import create_app, load_gateway
+
+    try:
+        load_gateway(settings)
+    except (PolicyError, ConfigError) as exc:
+        _fail(str(exc))
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": settings.access_log,
+        "timeout_graceful_shutdown": settings.drain_seconds,
+        "server_header": False,
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **common)
+        return
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="modgate-metrics-")
+    _export(settings)
+    uvicorn.run("gateway.app:app_from_env", factory=True, workers=settings.workers, **common)
+
+
+@app.command()
+def check(
+    text: Annotated[str, typer.Argument(help="Text to screen")],
+    policy: Annotated[Path | None, typer.Option(help="Policy file (default: bundled)")] = None,
+    direction: Annotated[str, typer.Option(help="input or output")] = "input",
+) -> None:
+    """Screen TEXT with a policy and print the decision as JSON."""
+    from gateway.screening import Segment, screen
+
+    if direction not in ("input", "output"):
+        _fail("--direction must be input or output")
+    try:
+        loaded = load_policy(policy)
+    except PolicyError as exc:
+        _fail(str(exc))
+    decision = asyncio.run(screen(loaded, [Segment(text, "user")], direction))  # type: ignore[arg-type]
+    result = {
+        "action": decision.action,
+        "direction": decision.direction,
+        "risks": decision.risks(),
+        "spans": [
+            {"code": h.code, "start": s.start, "end": s.end, "classifier": h.classifier}
+            for h in decision.hits for s in h.spans
+        ],
+        "scores": decision.scores[0] if decision.scores else {},
+        "policy": decision.policy,
+        "policy_version": decision.policy_version,
+    }  # fmt: skip
+    sys.stdout.write(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
+
+
+@policy_app.command("check")
+def policy_check(file: Annotated[Path, typer.Argument(help="Policy file to validate")]) -> None:
+    """Validate a policy file (and what it extends) without serving."""
+    try:
+        loaded = load_policy(file)
+    except PolicyError as exc:
+        _fail(str(exc))
+    spec = loaded.spec
+    sys.stdout.write(
+        f"ok: {file}: policy {spec.name!r} version {loaded.version}, "
+        f"{len(loaded.classifiers)} classifiers, {len(spec.rules)} rules, streaming {spec.streaming.mode}\n"
+    )
+
+
+def main() -> None:
+    app()

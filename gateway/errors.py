@@ -1,0 +1,166 @@
+"""The gateway's one error tree, rendered once as an OpenAI-shaped error body.
+
+    GatewayError                      any error a client may see
+    ├── InvalidRequest (400)          malformed JSON, invalid UTF-8, wrong types
+    │   └── PayloadTooLarge (413)     body over the configured limit
+    ├── Unauthorized (401)            missing or unknown gateway API key
+    ├── NotFound (404)                a path that is neither screened nor in ``passthrough:``
+    ├── ContentBlocked (400)          input blocked by policy; carries the incident id
+    ├── UpstreamError (502)           the upstream failed in a way the client cannot fix
+    │   ├── UpstreamTimeout (504)
+    │   ├── UpstreamUnavailable (502) connect errors, broken responses
+    │   └── UpstreamStatus            the upstream answered an error status; keeps it
+    ├── ServiceUnavailable (503)      not ready, draining
+    └── ClassifierFailed (500)        a classifier raised or timed out; the policy's
+                                      ``on_error`` decides whether a client ever sees it
+
+Every body is ``{"error": {"message", "type", "param", "code"}}`` (as the OpenAI API and
+its SDKs expect), plus ``error.modgate`` with the incident id when a decision caused it.
+Messages never quote the client's content.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import orjson
+
+__all__ = [
+    "ClassifierFailed",
+    "ContentBlocked",
+    "GatewayError",
+    "InvalidRequest",
+    "NotFound",
+    "PayloadTooLarge",
+    "ServiceUnavailable",
+    "Unauthorized",
+    "UpstreamError",
+    "UpstreamStatus",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
+    "error_body",
+    "translate_upstream_errors",
+]
+
+
+class GatewayError(Exception):
+    status = 500
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        modgate: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.modgate = modgate
+        self.headers: dict[str, str] = {}
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.type, self.param, self.code, self.modgate)
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class PayloadTooLarge(InvalidRequest):
+    status = 413
+    code = "payload_too_large"
+
+
+class Unauthorized(GatewayError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ContentBlocked(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+    code = "content_filter"
+
+
+class UpstreamError(GatewayError):
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class UpstreamUnavailable(UpstreamError):
+    code = "upstream_unavailable"
+
+
+class UpstreamStatus(UpstreamError):
+    """The upstream answered with an error status; the status and its error body are kept,
+    so that SDKs see the same 401/429/5xx (and ``Retry-After``) they would without us."""
+
+    def __init__(self, status: int, body: dict[str, Any] | None, headers: dict[str, str]) -> None:
+        err = (body or {}).get("error") if isinstance(body, dict) else None
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            super().__init__(err["message"], param=err.get("param"), code=err.get("code"))
+            self.type = str(err.get("type") or "upstream_error")
+        else:
+            super().__init__(f"upstream answered HTTP {status}", code="upstream_error")
+        self.status = status if 400 <= status < 600 else 502
+        self.headers = headers
+
+
+class ServiceUnavailable(GatewayError):
+    status = 503
+    code = "unavailable"
+
+
+class ClassifierFailed(GatewayError):
+    code = "classifier_error"
+
+
+def error_body(
+    message: str,
+    type_: str,
+    param: str | None = None,
+    code: str | None = None,
+    modgate: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    err: dict[str, Any] = {"message": message, "type": type_, "param": param, "code": code}
+    if modgate:
+        err["modgate"] = modgate
+    return {"error": err}
+
+
+def error_bytes(exc: GatewayError) -> bytes:
+    return orjson.dumps(exc.body())
+
+
+@contextmanager
+def translate_upstream_errors() -> Iterator[None]:
+    """Map httpx's transport exceptions to the gateway's tree, keeping the cause."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise UpstreamTimeout("the upstream did not answer in time") from exc
+    except httpx.TransportError as exc:
+        raise UpstreamUnavailable(f"the upstream could not be reached ({type(exc).__name__})") from exc

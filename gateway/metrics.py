@@ -1,0 +1,88 @@
+"""Prometheus metrics, one registry per app (so tests can build apps side by side).
+
+With ``--workers N`` the CLI sets ``PROMETHEUS_MULTIPROC_DIR`` before the workers start;
+``/metrics`` then aggregates every worker's samples, so it reports the whole server.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+__all__ = ["Metrics"]
+
+_FAST = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+_SLOW = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class Metrics:
+    """Every ``modgate_*`` metric; attributes are the prometheus_client objects."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "modgate_requests_total", "HTTP requests by route and status", ["route", "status"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "modgate_request_seconds",
+            "Whole request time at the gateway",
+            ["route"],
+            buckets=_SLOW,
+            registry=r,
+        )
+        self.decisions = Counter(
+            "modgate_decisions_total",
+            "Non-allow decisions by direction, action and risk code",
+            ["direction", "action", "code"],
+            registry=r,
+        )
+        self.classifier_seconds = Histogram(
+            "modgate_classifier_seconds",
+            "Classifier latency per batch",
+            ["classifier"],
+            buckets=_FAST,
+            registry=r,
+        )
+        self.classifier_errors = Counter(
+            "modgate_classifier_errors_total", "Classifier errors and timeouts", ["classifier"], registry=r
+        )
+        self.upstream_seconds = Histogram(
+            "modgate_upstream_seconds",
+            "Upstream time to response headers",
+            ["upstream"],
+            buckets=_SLOW,
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "modgate_upstream_errors_total", "Upstream failures by kind", ["upstream", "kind"], registry=r
+        )
+        self.added_seconds = Histogram(
+            "modgate_gateway_added_seconds",
+            "Time the gateway adds to a request (total minus upstream), non-streamed requests",
+            ["route"],
+            buckets=_FAST,
+            registry=r,
+        )
+        self.holdback_seconds = Histogram(
+            "modgate_stream_holdback_seconds",
+            "How long streamed text was held back before release, per released delta",
+            buckets=_FAST,
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "modgate_store_errors_total", "Store operations that failed", ["operation"], registry=r
+        )
+        self.stream_cuts = Counter(
+            "modgate_stream_cuts_total", "Streams cut by a decision", ["code", "mode"], registry=r
+        )
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition; across all workers in multi-process mode."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)

@@ -1,0 +1,41 @@
+"""GET /healthz (alive), /readyz (policy loaded, classifiers warm, store reachable), /metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from gateway.app import AppState
+from gateway.responses import json_response
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz() -> Response:
+    return json_response({"status": "ok"})
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> Response:
+    state: AppState = request.app.state.modgate
+    store_ok = await state.store.ping()
+    checks = {
+        "policy": state.default_policy is not None,
+        "classifiers": state.ready.get("classifiers", False),
+        "store": store_ok,
+    }
+    ready = all(checks.values())
+    body = {
+        "status": "ready" if ready else "not ready",
+        "checks": checks,
+        "policy": {"name": state.default_policy.name, "version": state.default_policy.version},
+        "routes": len(state.router.routes) if state.router else 0,
+    }
+    return json_response(body, 200 if ready else 503)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    state: AppState = request.app.state.modgate
+    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,47 @@
+"""GET /v1/models and the config's ``passthrough:`` paths, proxied unscreened; 404 for the rest.
+
+An unscreened path must never be reachable by accident, so this catch-all refuses every path
+that is not listed.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.background import BackgroundTask
+from starlette.responses import Response, StreamingResponse
+
+from gateway.app import AppState
+from gateway.errors import NotFound
+from gateway.upstream import forward_headers, open_upstream, response_headers
+
+router = APIRouter()
+
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+
+@router.api_route("/{path:path}", methods=METHODS, include_in_schema=False)
+async def passthrough(request: Request, path: str) -> Response:
+    state: AppState = request.app.state.modgate
+    full = request.url.path
+    allowed = (full == "/v1/models" and request.method == "GET") or (
+        state.router is not None and state.router.passthrough(full)
+    )
+    if not allowed or state.router is None:
+        raise NotFound(f"no such endpoint: {request.method} {full}")
+    caller = state.router.authenticate(request.headers.get("authorization"), request.headers.get("x-api-key"))
+    route = next((r for r in state.router.routes if full.startswith(r.config.path_prefix)
+                  and (r.config.keys is None or caller.key_name in r.config.keys)), None)  # fmt: skip
+    if route is None:
+        raise NotFound(f"no route serves {full}")
+    rid = request.scope["state"]["request_id"]
+    headers = forward_headers(request.headers, route.upstream, caller, rid)
+    body = await request.body()
+    response, _ = await open_upstream(
+        route.upstream, request.method, full, headers, body or None, state.metrics, request.url.query
+    )
+    return StreamingResponse(
+        response.aiter_bytes(),
+        status_code=response.status_code,
+        headers=response_headers(response.headers),
+        background=BackgroundTask(response.aclose),
+    )

@@ -1,0 +1,126 @@
+"""Runtime routing: gateway API keys → tenant; path, model and key → upstream + policy."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+
+import httpx
+
+from gateway.config import GatewayConfig, RouteConfig, UpstreamConfig
+from gateway.errors import NotFound, Unauthorized
+from gateway.policy import Policy
+
+__all__ = ["Caller", "Route", "Router", "Upstream"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Upstream:
+    name: str
+    config: UpstreamConfig
+    client: httpx.AsyncClient
+
+    def url(self, path: str) -> str:
+        """``/v1/chat/completions`` → ``{base_url}/chat/completions`` (base URL includes /v1)."""
+        suffix = path[len("/v1") :] if path.startswith("/v1/") else path
+        return self.config.base_url + suffix
+
+    def auth_headers(self, client_authorization: str | None) -> dict[str, str]:
+        headers = {k: v.get_secret_value() for k, v in self.config.headers.items()}
+        if self.config.api_key is not None:
+            headers["authorization"] = f"Bearer {self.config.api_key.get_secret_value()}"
+        elif client_authorization:
+            headers["authorization"] = client_authorization
+        return headers
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the gateway key's name and tenant, or anonymous when no keys exist."""
+
+    key_name: str | None = None
+    tenant: str = "default"
+    #: The client's own Authorization header; forwarded only when no gateway keys are configured.
+    authorization: str | None = None
+
+
+@dataclass
+class Route:
+    config: RouteConfig
+    upstream: Upstream
+    policy: Policy
+
+    @property
+    def name(self) -> str:
+        return self.config.name or f"{self.config.path_prefix}{self.config.model}"
+
+    def matches(self, path: str, model: str | None, caller: Caller) -> bool:
+        cfg = self.config
+        if not path.startswith(cfg.path_prefix):
+            return False
+        if cfg.model != "*" and (model is None or not fnmatchcase(model, cfg.model)):
+            return False
+        return cfg.keys is None or caller.key_name in cfg.keys
+
+
+@dataclass
+class Router:
+    config: GatewayConfig
+    routes: list[Route]
+    default_policy: Policy
+    _keys: dict[bytes, tuple[str, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key in self.config.keys:
+            digest = hashlib.sha256(key.key.get_secret_value().encode()).digest()
+            self._keys[digest] = (key.name, key.tenant)
+        if not self._keys and any(u.api_key for u in self.config.upstreams.values()):
+            log.warning(
+                "OPEN PROXY: upstream credentials are configured but no gateway keys are; "
+                "anyone who can reach this gateway spends those credentials. Add keys: to the config."
+            )
+
+    @property
+    def requires_key(self) -> bool:
+        return bool(self._keys)
+
+    def authenticate(self, authorization: str | None, api_key_header: str | None) -> Caller:
+        """Check the gateway key (``Authorization: Bearer`` or ``x-api-key``) when keys exist."""
+        if not self._keys:
+            return Caller(authorization=authorization)
+        token = api_key_header
+        if authorization and authorization[:7].lower() == "bearer ":
+            token = authorization[7:].strip()
+        if not token:
+            raise Unauthorized("a gateway API key is required (Authorization: Bearer <key>)")
+        digest = hashlib.sha256(token.encode()).digest()
+        for known, (name, tenant) in self._keys.items():
+            if hmac.compare_digest(known, digest):
+                return Caller(key_name=name, tenant=tenant)
+        raise Unauthorized("the gateway API key is not valid")
+
+    def resolve(self, path: str, model: str | None, caller: Caller) -> Route:
+        for route in self.routes:
+            if route.matches(path, model, caller):
+                return route
+        raise NotFound(f"no route serves {path} for model {model!r}" if model else f"no route serves {path}")
+
+    def policy_for(self, path: str, model: str | None, caller: Caller) -> Policy:
+        """The policy of the matching route, or the default policy when none matches."""
+        for route in self.routes:
+            if route.matches(path, model, caller):
+                return route.policy
+        return self.default_policy
+
+    def passthrough(self, path: str) -> bool:
+        for allowed in self.config.passthrough:
+            if allowed.endswith("*") and path.startswith(allowed[:-1]):
+                return True
+            if path == allowed:
+                return True
+        return False

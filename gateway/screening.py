@@ -1,0 +1,157 @@
+"""Screening: texts → classifier scores → policy rules → one :class:`Decision`.
+
+The screener knows nothing about HTTP or API dialects: adapters turn requests and responses
+into :class:`Segment` lists and apply the decision back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from classifiers.base import Classifier, Scores, Span
+from gateway.metrics import Metrics
+from gateway.policy import Action, Policy, severity
+
+__all__ = ["ERROR_CODE", "Decision", "Direction", "Hit", "Segment", "redact", "screen"]
+
+log = logging.getLogger(__name__)
+
+Direction = Literal["input", "output"]
+#: Risk code recorded when a classifier fails and ``on_error`` turns the failure into a decision.
+ERROR_CODE = "X.classifier_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One text to screen, with the channel it came from and where it sits in the payload."""
+
+    text: str
+    channel: str
+    where: tuple[str | int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A risk code that scored at or above its rule's threshold in one segment."""
+
+    code: str
+    score: float
+    classifier: str
+    action: Action
+    segment: int
+    spans: tuple[Span, ...] = ()
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    direction: Direction
+    policy: str
+    policy_version: str
+    hits: tuple[Hit, ...] = ()
+    #: Per segment: the highest score of each risk code over all classifiers.
+    scores: tuple[dict[str, float], ...] = field(default=(), repr=False)
+
+    @property
+    def stops(self) -> bool:
+        """True when the content must not reach its destination (refuse or block)."""
+        return self.action in ("refuse", "block")
+
+    def risks(self) -> list[dict[str, Any]]:
+        """The fired risks for records and error bodies: code, score, classifier, action."""
+        best: dict[str, Hit] = {}
+        for hit in self.hits:
+            if hit.code not in best or hit.score > best[hit.code].score:
+                best[hit.code] = hit
+        return [
+            {"code": h.code, "score": round(h.score, 4), "classifier": h.classifier, "action": h.action}
+            for h in sorted(best.values(), key=lambda h: (-severity(h.action), h.code))
+        ]
+
+
+async def _run(clf: Classifier, texts: list[str], limit_s: float, metrics: Metrics | None) -> Any:
+    start = time.perf_counter()
+    try:
+        async with asyncio.timeout(limit_s):
+            result = await clf.classify(texts)
+    except Exception as exc:  # a failing classifier must not take the request down; on_error decides
+        log.warning("classifier failed classifier=%s error=%s", clf.name, type(exc).__name__)
+        if metrics:
+            metrics.classifier_errors.labels(clf.name).inc()
+        return exc
+    if metrics:
+        metrics.classifier_seconds.labels(clf.name).observe(time.perf_counter() - start)
+    return result
+
+
+def _error_hits(policy: Policy, name: str, n: int) -> list[Hit]:
+    on_error = policy.spec.on_error
+    if on_error == "allow":
+        return []
+    return [Hit(ERROR_CODE, 1.0, name, on_error, i) for i in range(n)]
+
+
+async def screen(
+    policy: Policy,
+    segments: Sequence[Segment],
+    direction: Direction,
+    metrics: Metrics | None = None,
+) -> Decision:
+    """Run every classifier of the policy over the segments and apply its rules."""
+    texts = [s.text for s in segments]
+    classifiers = list(policy.classifiers.values())
+    if not texts or not classifiers:
+        return Decision("allow", direction, policy.name, policy.version, (), tuple({} for _ in texts))
+    timeout = policy.spec.classifier_timeout_s
+    if len(classifiers) == 1:
+        results = [await _run(classifiers[0], texts, timeout, metrics)]
+    else:
+        results = await asyncio.gather(*(_run(c, texts, timeout, metrics) for c in classifiers))
+    hits: list[Hit] = []
+    scores: list[dict[str, float]] = [{} for _ in texts]
+    for clf, result in zip(classifiers, results, strict=True):
+        if isinstance(result, BaseException) or len(result) != len(texts):
+            hits.extend(_error_hits(policy, clf.name, len(texts)))
+            continue
+        for i, verdict in enumerate(result):
+            hits.extend(_hits(policy, verdict, i, direction, scores[i]))
+    action: Action = max((h.action for h in hits), key=severity, default="allow")
+    return Decision(action, direction, policy.name, policy.version, tuple(hits), tuple(scores))
+
+
+def _hits(
+    policy: Policy, verdict: Scores, segment: int, direction: Direction, best: dict[str, float]
+) -> list[Hit]:
+    out = []
+    for code, score in verdict.scores.items():
+        if score > best.get(code, 0.0):
+            best[code] = score
+        action = policy.action_for(code, score, direction)
+        if action != "allow":
+            spans = tuple(s for s in verdict.spans if s.code == code)
+            if action == "redact" and not spans:
+                action = "refuse"  # nothing to mask without spans: refusing is the safe reading
+            out.append(Hit(code, score, verdict.classifier, action, segment, spans))
+    return out
+
+
+def redact(text: str, spans: Sequence[Span], replacement: str) -> str:
+    """Replace each span (original offsets; overlaps merged) with ``replacement``."""
+    merged: list[list[int]] = []
+    for span in sorted(spans, key=lambda s: s.start):
+        if merged and span.start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], span.end)
+        else:
+            merged.append([span.start, span.end])
+    out, pos = [], 0
+    for start, end in merged:
+        out.append(text[pos:start])
+        out.append(replacement)
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)

@@ -1,0 +1,100 @@
+"""Server-sent events: bytes → events (batched per network read) and events → bytes.
+
+Events are yielded in lists, one list per upstream read, so that the stream guard can check
+everything that arrived together in one classifier pass instead of one pass per delta.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from gateway.errors import UpstreamUnavailable
+
+__all__ = ["MAX_EVENT_BYTES", "SSEEvent", "SSEParser", "encode_data", "sse_batches"]
+
+MAX_EVENT_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    """One event. ``data`` joins multi-line data with ``\\n``; ``comment`` holds keep-alives."""
+
+    data: str | None = None
+    event: str | None = None
+    comment: str | None = None
+    raw: bytes = b""
+
+
+class SSEParser:
+    """Incremental parser: feed bytes, get complete events; ``close()`` flushes a final one."""
+
+    def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+        self._buf = b""
+        self._max = max_event_bytes
+        self._pending_cr = False
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        if self._pending_cr:
+            chunk = b"\r" + chunk
+            self._pending_cr = False
+        if b"\r" in chunk:
+            if chunk.endswith(b"\r"):  # may be the first half of a CRLF split across reads
+                chunk, self._pending_cr = chunk[:-1], True
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        buf = self._buf + chunk
+        events = []
+        start = 0
+        while True:
+            end = buf.find(b"\n\n", start)
+            if end < 0:
+                break
+            block = buf[start:end]
+            start = end + 2
+            if block:
+                events.append(_parse_block(block))
+        self._buf = buf[start:]
+        if len(self._buf) > self._max:
+            raise UpstreamUnavailable("the upstream sent an oversized or unterminated stream event")
+        return events
+
+    def close(self) -> list[SSEEvent]:
+        """End of input: an unterminated last event is still delivered (lenient upstreams)."""
+        block, self._buf = self._buf.strip(b"\n"), b""
+        return [_parse_block(block)] if block else []
+
+
+def _parse_block(block: bytes) -> SSEEvent:
+    data: list[str] = []
+    event = comment = None
+    for line in block.split(b"\n"):
+        if line.startswith(b":"):
+            comment = line[1:].decode("utf-8", "replace").strip()
+            continue
+        name, _, value = line.partition(b":")
+        if value.startswith(b" "):
+            value = value[1:]
+        if name == b"data":
+            try:
+                data.append(value.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise UpstreamUnavailable("the upstream sent a stream event that is not UTF-8") from exc
+        elif name == b"event":
+            event = value.decode("utf-8", "replace")
+    return SSEEvent("\n".join(data) if data else None, event, comment, block + b"\n\n")
+
+
+async def sse_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[SSEEvent]]:
+    """Group the events of each upstream read; the final (maybe unterminated) one at EOF."""
+    parser = SSEParser()
+    async for chunk in chunks:
+        events = parser.feed(chunk)
+        if events:
+            yield events
+    tail = parser.close()
+    if tail:
+        yield tail
+
+
+def encode_data(payload: bytes) -> bytes:
+    return b"data: " + payload + b"\n\n"
