@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 import httptools
 import uvloop
 
-__all__ = ["LoadResult", "LoadSpec", "chat_request_body", "run_load"]
+__all__ = ["LoadResult", "LoadSpec", "Window", "chat_request_body", "percentile", "run_load"]
 
 SYSTEM_PROMPT = "You are a helpful travel assistant. Answer briefly, politely and in plain language."
 USER_PROMPT = (
@@ -103,7 +103,7 @@ def percentile(sorted_values: list[float], pct: float) -> float:
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
-class _Window:
+class Window:
     """Collects completions inside [start, end) (perf_counter_ns) and the CPU used meanwhile."""
 
     def __init__(self, spec: LoadSpec) -> None:
@@ -230,7 +230,7 @@ async def _raw_connect(host: str, port: int) -> _RawConnection:
     return conn
 
 
-async def _raw_worker(spec: LoadSpec, window: _Window, host: str, port: int, request: bytes) -> None:
+async def _raw_worker(spec: LoadSpec, window: Window, host: str, port: int, request: bytes) -> None:
     loop = asyncio.get_running_loop()
     conn: _RawConnection | None = None
     while time.perf_counter_ns() < window.end:
@@ -264,7 +264,7 @@ async def _raw_worker(spec: LoadSpec, window: _Window, host: str, port: int, req
 # --- aiohttp client ------------------------------------------------------------------------------
 
 
-async def _aiohttp_worker(spec: LoadSpec, window: _Window, session: object, body: bytes) -> None:
+async def _aiohttp_worker(spec: LoadSpec, window: Window, session: object, body: bytes) -> None:
     import aiohttp
 
     assert isinstance(session, aiohttp.ClientSession)
@@ -287,7 +287,7 @@ async def _aiohttp_worker(spec: LoadSpec, window: _Window, session: object, body
 
 async def _run_python(spec: LoadSpec, client: str) -> LoadResult:
     body = chat_request_body(spec.stream)
-    window = _Window(spec)
+    window = Window(spec)
     budget = spec.warmup + spec.seconds + spec.timeout + 2
     if client == "raw":
         host, port, request = _raw_request(spec, body)
