@@ -181,9 +181,11 @@ def _char_translation(ch: str) -> str:
     mapped = _CHAR_CACHE.get(ch)
     if mapped is None:
         mapped = _translate_char(ch)
-        _CHAR_CACHE[ch] = mapped
+        # Fill the translate table first: a thread that finds ``ch`` in the cache may at once
+        # call ``str.translate``, which must then map it too.
         if len(mapped) == 1 and mapped != ch:
             _ONE_TO_ONE[ord(ch)] = mapped
+        _CHAR_CACHE[ch] = mapped
     return mapped
 
 
