@@ -276,6 +276,21 @@ def test_holdback_of_benign_text_is_zero(patterns: PatternClassifier, text: str)
     assert patterns.holdback(text) == 0
 
 
+def test_holdback_looks_past_a_complete_match_to_an_open_one() -> None:
+    mobile = PatternClassifier.from_params(
+        "m", PatternParams.model_validate({"detectors": {"cn_mobile": PII}})
+    )
+    assert mobile.holdback("call 13800138000 or 139") == 3
+    assert mobile.holdback("call 13800138000 or 139 0013 80") == len("139 0013 80")
+
+
+def test_holdback_holds_a_grouped_number_from_its_first_group() -> None:
+    # '6222 0213 8001' is already a complete match, so search stops there; the open match
+    # (a fourth group may follow the space) starts at the same place, not at '0213'.
+    card = PatternClassifier.from_params("c", PatternParams.model_validate({"detectors": {"bank_card": PII}}))
+    assert card.holdback("card 6222 0213 8001 ") == len("6222 0213 8001 ")
+
+
 def test_holdback_of_a_trailing_word_is_only_that_word(patterns: PatternClassifier) -> None:
     # An ASCII word may be the start of an e-mail address; only the word itself is held.
     assert patterns.holdback("see you tomorrow") == len("tomorrow")
