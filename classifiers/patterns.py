@@ -17,7 +17,15 @@ from datetime import date
 from typing import Annotated, Any
 
 import regex  # type: ignore[import-untyped,unused-ignore]
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from classifiers.base import Scores, Span
 from classifiers.lexicon import RiskCode
@@ -105,20 +113,23 @@ class RegexRule(BaseModel):
     pattern: str = Field(description="Regular expression, matched on normalised (lower-case) text.")
     code: RiskCode = Field(description="Risk code a match scores.")
     ignore_case: bool = Field(default=True, description="Compile with IGNORECASE.")
+    _compiled: Any = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _compiles(self) -> RegexRule:
         try:
-            compiled = self.compile()
+            compiled = regex.compile(self.pattern, regex.IGNORECASE if self.ignore_case else 0)
         except regex.error as exc:
             raise ValueError(f"regex rule {self.name!r}: invalid pattern: {exc}") from exc
         if compiled.search("") is not None:
             raise ValueError(f"regex rule {self.name!r}: pattern matches the empty string")
+        self._compiled = compiled
         return self
 
-    def compile(self) -> Any:
-        """The compiled ``regex.Pattern``."""
-        return regex.compile(self.pattern, regex.IGNORECASE if self.ignore_case else 0)
+    @property
+    def compiled(self) -> Any:
+        """The ``regex.Pattern`` compiled during validation."""
+        return self._compiled
 
 
 class PatternParams(ClassifierParams):
@@ -184,7 +195,7 @@ class PatternClassifier:
     def from_params(cls, name: str, params: PatternParams) -> PatternClassifier:
         """Build from validated params."""
         rules = [PatternRule.builtin(detector, code) for detector, code in params.detectors.items()]
-        rules += [PatternRule(rule.name, rule.code, rule.compile()) for rule in params.regexes]
+        rules += [PatternRule(rule.name, rule.code, rule.compiled) for rule in params.regexes]
         return cls(name, rules)
 
     async def classify(self, texts: Sequence[str]) -> list[Scores]:
