@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from classifiers.base import Span, StreamingClassifier
+from gateway.errors import UpstreamUnavailable
 from gateway.policy import Action, Policy
 from gateway.screening import Decision, Hit, Segment, screen
 from gateway.stream import chunks as ck
@@ -98,6 +99,11 @@ class StreamGuard:
                 # Whatever follows [DONE] is not part of the answer; the guard ends the stream.
                 break
             chunk = ck.parse_chunk(event)
+            if chunk is None and event.data is not None:
+                # Text we cannot parse must not reach the client unscreened.
+                raise UpstreamUnavailable("the upstream sent a stream event that is not a JSON object")
+            if chunk is None and event.comment is None:
+                continue  # no data and no comment: nothing a client could use (SSE spec: ignore)
             ends: dict[ChannelKey, int] = {}
             if chunk is not None:
                 self.template = ck.template_of(chunk, self.template)
@@ -116,6 +122,8 @@ class StreamGuard:
 
     async def _finish(self) -> tuple[bytes, Cut | None]:
         """The upstream ended (with or without ``[DONE]``): a last check with no hold-back."""
+        if not self.template:
+            raise UpstreamUnavailable("the upstream stream ended without a single completion chunk")
         for state in self.channels.values():
             state.begin_batch()
         cut = await self._check(set(self.channels))

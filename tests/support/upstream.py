@@ -1,0 +1,221 @@
+"""A scripted OpenAI-compatible upstream, served for real on loopback.
+
+Each request is scripted by its ``x-mock`` header (JSON, ASCII-escaped), which the gateway
+forwards like any other header:
+
+* ``{"type": "json", "content": "...", "reasoning": "...", "tool_args": "...", "n": 1}``
+* ``{"type": "sse", "deltas": ["a", "b"], "channel": "content"|"reasoning_content"|"tool",
+  "delay_ms": 0, "no_done": false, "keepalive": false, "hang_after": null, "split_bytes": false}``
+* ``{"type": "status", "status": 500, "body": {...} | "text", "headers": {...}}``
+* ``{"type": "slow", "delay_s": 5}`` (answers after a delay)
+* ``{"type": "broken_sse"}`` (a stream that is not SSE), ``{"type": "not_json"}``
+
+Every request is logged (path, headers, JSON body), and every stream's fate is recorded:
+``done`` when it ran to the end, ``disconnected`` (with the time) when the gateway hung up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.types import Receive, Scope, Send
+
+
+@dataclass
+class Seen:
+    path: str
+    method: str
+    headers: dict[str, str]
+    body: Any
+    stream_state: str = "open"
+    ended_at: float | None = None
+    sent_deltas: int = 0
+
+
+@dataclass
+class ScriptedUpstream:
+    requests: list[Seen] = field(default_factory=list)
+
+    def clear(self) -> None:
+        self.requests.clear()
+
+    def last(self) -> Seen:
+        return self.requests[-1]
+
+    def by_test_id(self, test_id: str) -> list[Seen]:
+        return [r for r in self.requests if r.headers.get("x-test-id") == test_id]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        try:
+            parsed = json.loads(body) if body else None
+        except ValueError:
+            parsed = body
+        seen = Seen(scope["path"], scope["method"], headers, parsed)
+        self.requests.append(seen)
+        script = json.loads(headers.get("x-mock", "{}") or "{}")
+        if scope["path"].endswith("/models"):
+            await _json(send, 200, {"object": "list", "data": [{"id": "mock-model", "object": "model"}]})
+            return
+        kind = script.get("type", "json")
+        handler = {"json": _completion, "sse": _stream, "status": _status, "slow": _slow}.get(kind)
+        if kind == "broken_sse":
+            await _raw(send, 200, b"this is not an event stream\n\n\x00\x01", "text/event-stream")
+        elif kind == "not_json":
+            await _raw(send, 200, b"<html>oops</html>", "application/json")
+        elif handler is _stream:
+            await _stream(script, seen, parsed, receive, send)
+        elif handler is not None:
+            await handler(script, seen, parsed, send)
+        else:
+            await _json(send, 400, {"error": {"message": f"unknown mock type {kind}", "type": "test"}})
+
+
+async def _raw(send: Send, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
+    headers = [(b"content-type", ctype.encode())] + [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _json(send: Send, status: int, payload: Any, extra: dict[str, str] | None = None) -> None:
+    await _raw(send, status, json.dumps(payload).encode(), "application/json", extra)
+
+
+def _model(body: Any) -> str:
+    return body.get("model", "mock-model") if isinstance(body, dict) else "mock-model"
+
+
+async def _completion(script: dict[str, Any], seen: Seen, body: Any, send: Send) -> None:
+    message: dict[str, Any] = {"role": "assistant", "content": script.get("content", "Hello from the mock.")}
+    if "reasoning" in script:
+        message["reasoning_content"] = script["reasoning"]
+    if "tool_args" in script:
+        message["tool_calls"] = [
+            {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": script["tool_args"]}}
+        ]
+    choices = [
+        {"index": i, "message": message, "finish_reason": "stop", "logprobs": None}
+        for i in range(script.get("n", 1))
+    ]
+    payload = {
+        "id": "chatcmpl-mock",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": _model(body),
+        "choices": choices,
+        "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12},
+        "mock_extra_field": {"kept": True},
+    }
+    await _json(send, 200, payload, {"x-upstream-header": "yes"})
+
+
+async def _status(script: dict[str, Any], seen: Seen, body: Any, send: Send) -> None:
+    content = script.get("body", {"error": {"message": "upstream failed", "type": "server_error"}})
+    if isinstance(content, str):
+        await _raw(send, script.get("status", 500), content.encode(), "text/plain", script.get("headers"))
+    else:
+        await _json(send, script.get("status", 500), content, script.get("headers"))
+
+
+async def _slow(script: dict[str, Any], seen: Seen, body: Any, send: Send) -> None:
+    await asyncio.sleep(script.get("delay_s", 5))
+    await _completion({"content": "finally"}, seen, body, send)
+
+
+def _chunk(body: Any, delta: dict[str, Any], finish: str | None = None, index: int = 0) -> bytes:
+    payload = {
+        "id": "chatcmpl-mock",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": _model(body),
+        "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
+    }
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+def _delta(channel: str, text: str) -> dict[str, Any]:
+    if channel == "tool":
+        return {"tool_calls": [{"index": 0, "function": {"arguments": text}}]}
+    return {channel: text}
+
+
+async def _stream(script: dict[str, Any], seen: Seen, body: Any, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+    disconnected = asyncio.Event()
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        disconnected.set()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await _stream_body(script, seen, body, send, disconnected)
+        seen.stream_state = "done"
+    except (OSError, asyncio.CancelledError, _Gone):
+        seen.stream_state = "disconnected"
+        raise
+    finally:
+        seen.ended_at = time.monotonic()
+        watcher.cancel()
+
+
+class _Gone(Exception):
+    pass
+
+
+async def _stream_body(
+    script: dict[str, Any], seen: Seen, body: Any, send: Send, disconnected: asyncio.Event
+) -> None:
+    channel = script.get("channel", "content")
+    delay = script.get("delay_ms", 0) / 1000
+
+    async def emit(data: bytes) -> None:
+        if disconnected.is_set():
+            raise _Gone
+        if script.get("split_bytes"):
+            for i in range(len(data)):  # one byte per write: the worst case for a parser
+                await send({"type": "http.response.body", "body": data[i : i + 1], "more_body": True})
+        else:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+
+    first: dict[str, Any] = {"role": "assistant", "content": ""}
+    if channel == "tool":
+        first["tool_calls"] = [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": ""}}]
+    await emit(_chunk(body, first))
+    for i, text in enumerate(script.get("deltas", ["Hello", " world"])):
+        if script.get("hang_after") is not None and i >= script["hang_after"]:
+            await asyncio.wait_for(disconnected.wait(), timeout=30)
+            raise _Gone
+        if script.get("error_after") is not None and i >= script["error_after"]:
+            await emit(b'data: {"error": {"message": "overloaded", "type": "server_error", "code": null}}\n\n')
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        if script.get("keepalive"):
+            await emit(b": keep-alive\n\n")
+        await emit(_chunk(body, _delta(channel, text)))
+        seen.sent_deltas += 1
+        if delay:
+            await asyncio.sleep(delay)
+    await emit(_chunk(body, {}, "tool_calls" if channel == "tool" else "stop"))
+    if not script.get("no_done"):
+        await emit(b"data: [DONE]\n\n")
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
