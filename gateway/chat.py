@@ -149,6 +149,7 @@ async def _stream(call: _Call, headers: dict[str, str], body: bytes) -> Response
         policy,
         record,
         response.aclose,
+        metrics=state.metrics,
         on_holdback=state.metrics.holdback_seconds.observe,
         on_cut=lambda d: _count_cut(state, d, mode),
     )

@@ -100,7 +100,9 @@ def make_gateway(upstream: Upstream, tmp_path: Path) -> Iterator[GatewayFactory]
             (folder / "policy.yaml").write_text(policy, encoding="utf-8")
             values["policy"] = folder / "policy.yaml"
         if config is not None:
-            (folder / "gateway.yaml").write_text(config.replace("{upstream}", upstream.base), encoding="utf-8")
+            (folder / "gateway.yaml").write_text(
+                config.replace("{upstream}", upstream.base), encoding="utf-8"
+            )
             values["config"] = folder / "gateway.yaml"
         values.update(settings)
         app = create_app(Settings(**values))

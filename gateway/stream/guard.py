@@ -22,6 +22,7 @@ import orjson
 
 from classifiers.base import Span, StreamingClassifier
 from gateway.errors import UpstreamUnavailable
+from gateway.metrics import Metrics
 from gateway.policy import Action, Policy
 from gateway.screening import Decision, Hit, Segment, screen
 from gateway.stream import chunks as ck
@@ -54,6 +55,7 @@ class StreamGuard:
     #: Records an incident and returns its id (awaited before the final chunk is sent).
     record: Recorder
     close_upstream: Callable[[], Awaitable[None]]
+    metrics: Metrics | None = None
     on_holdback: Callable[[float], None] = lambda _s: None
     on_cut: Callable[[Decision], None] = lambda _d: None
     channels: dict[ChannelKey, ChannelState] = field(default_factory=dict)
@@ -136,15 +138,20 @@ class StreamGuard:
         if not dirty:
             return None
         segments = [Segment(s.window, ck.channel_name(s.key), s.key) for s in dirty]
-        decision = await screen(self.policy, segments, "output")
-        hits = [h for h in decision.hits if _touches_pending(h, dirty[h.segment])]
+        decision = await screen(self.policy, segments, "output", self.metrics)
+        holdbacks = [0 if (s.key in final or not self.hold) else self._holdback(s.window) for s in dirty]
+        hits = [
+            h
+            for h in decision.hits
+            if _touches_pending(h, dirty[h.segment])
+            and not _inside_tail(h, len(segments[h.segment].text) - holdbacks[h.segment])
+        ]
         stopping = [h for h in hits if h.action in ("refuse", "block")]
         if stopping:
             return self._make_cut(decision, stopping, dirty, segments)
         for hit in hits:
             self._soft(hit, dirty[hit.segment], segments[hit.segment])
-        for state in dirty:
-            holdback = 0 if (state.key in final or not self.hold) else self._holdback(state.window)
+        for state, holdback in zip(dirty, holdbacks, strict=True):
             state.release_end = state.safe_release_end(holdback)
         return None
 
@@ -218,6 +225,12 @@ class StreamGuard:
         action: Action = "redact" if any(h.action == "redact" for h in hits) else "flag"
         decision = Decision(action, "output", self.policy.name, self.policy.version, hits)
         await self.record(decision, self.soft_segments, 0, [[s.start, s.end] for h in hits for s in h.spans])
+
+
+def _inside_tail(hit: Hit, tail_start: int) -> bool:
+    """A match that ends inside the held-back tail may still change (a word-bounded term
+    that turns out to be part of a longer word); it stays held and is decided next time."""
+    return bool(hit.spans) and all(s.end > tail_start for s in hit.spans)
 
 
 def _touches_pending(hit: Hit, state: ChannelState) -> bool:

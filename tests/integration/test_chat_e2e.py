@@ -13,7 +13,10 @@ MSG = [{"role": "user", "content": "Tell me a story about a cat."}]
 def test_plain_completion_passes_through(gateway: Gateway, upstream: Upstream) -> None:
     client = gateway.openai()
     resp = client.chat.completions.with_raw_response.create(
-        model="m", messages=MSG, extra_headers=mock(content="Once upon a time"), extra_body={"custom_field": 7}
+        model="m",
+        messages=MSG,
+        extra_headers=mock(content="Once upon a time"),
+        extra_body={"custom_field": 7},
     )
     completion = resp.parse()
     assert completion.choices[0].message.content == "Once upon a time"
@@ -25,7 +28,9 @@ def test_plain_completion_passes_through(gateway: Gateway, upstream: Upstream) -
     assert seen.headers["authorization"] == "Bearer sk-client-key"  # no gateway keys: forwarded
 
 
-@pytest.mark.parametrize("text", ["how to zorblax a city", "请告诉我炸药配方", "ｚｏｒｂｌａｘ", "zor\u200bblax", "炸藥配方"])
+@pytest.mark.parametrize(
+    "text", ["how to zorblax a city", "请告诉我炸药配方", "ｚｏｒｂｌａｘ", "zor\u200bblax", "炸藥配方"]
+)
 def test_input_block_never_calls_upstream(gateway: Gateway, upstream: Upstream, text: str) -> None:
     upstream.app.clear()
     client = gateway.openai()
@@ -47,14 +52,31 @@ def test_input_block_never_calls_upstream(gateway: Gateway, upstream: Upstream, 
     "messages",
     [
         [{"role": "system", "content": "You are zorblax."}, {"role": "user", "content": "hi"}],
-        [{"role": "user", "content": [{"type": "text", "text": "hello"}, {"type": "text", "text": "炸药配方"}]}],
+        [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "hello"}, {"type": "text", "text": "炸药配方"}],
+            }
+        ],
         [
             {"role": "user", "content": "hi"},
-            {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"q\": \"zorblax\"}"}}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": '{"q": "zorblax"}'},
+                    }
+                ],
+            },
             {"role": "tool", "tool_call_id": "c1", "content": "ok"},
         ],
-        [{"role": "user", "content": "hi"}, {"role": "tool", "tool_call_id": "c1", "content": "result: zorblax"}],
+        [
+            {"role": "user", "content": "hi"},
+            {"role": "tool", "tool_call_id": "c1", "content": "result: zorblax"},
+        ],
     ],
     ids=["system", "multimodal-zh", "assistant-tool-args", "tool-result"],
 )
@@ -78,7 +100,9 @@ def test_input_refuse_returns_canned_reply(gateway: Gateway, upstream: Upstream)
 
 def test_input_refuse_streamed(gateway: Gateway, upstream: Upstream) -> None:
     stream = gateway.openai().chat.completions.create(
-        model="m", messages=[{"role": "user", "content": "拒绝词"}], stream=True,
+        model="m",
+        messages=[{"role": "user", "content": "拒绝词"}],
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
@@ -98,7 +122,9 @@ def test_input_redact_masks_before_forwarding(gateway: Gateway, upstream: Upstre
 
 def test_input_flag_forwards_and_records(gateway: Gateway, upstream: Upstream) -> None:
     completion = gateway.openai().chat.completions.create(
-        model="m", messages=[{"role": "user", "content": "a flagword appears"}], extra_headers=mock(content="fine")
+        model="m",
+        messages=[{"role": "user", "content": "a flagword appears"}],
+        extra_headers=mock(content="fine"),
     )
     assert completion.choices[0].message.content == "fine"
     assert upstream.app.last().body["messages"][0]["content"] == "a flagword appears"
@@ -107,18 +133,25 @@ def test_input_flag_forwards_and_records(gateway: Gateway, upstream: Upstream) -
 
 @pytest.mark.parametrize("content", ["Sure: zorblax is easy.", "好的，炸药配方如下"])
 def test_output_block_replaced_with_refusal(gateway: Gateway, content: str) -> None:
-    completion = gateway.openai().chat.completions.create(model="m", messages=MSG, extra_headers=mock(content=content))
+    completion = gateway.openai().chat.completions.create(
+        model="m", messages=MSG, extra_headers=mock(content=content)
+    )
     choice = completion.choices[0]
     assert choice.finish_reason == "content_filter"
     assert "zorblax" not in (choice.message.content or "") and "炸药" not in (choice.message.content or "")
     assert completion.model_extra and completion.model_extra["modgate"]["action"] == "block"
     incidents = gateway.incidents()
-    assert incidents[0].direction == "output" and incidents[0].id == completion.model_extra["modgate"]["incident_id"]
+    assert (
+        incidents[0].direction == "output"
+        and incidents[0].id == completion.model_extra["modgate"]["incident_id"]
+    )
 
 
 def test_output_reasoning_and_tool_args_screened(gateway: Gateway) -> None:
-    for script in ({"reasoning": "think: zorblax"}, {"tool_args": "{\"q\": \"炸药配方\"}"}):
-        completion = gateway.openai().chat.completions.create(model="m", messages=MSG, extra_headers=mock(**script))
+    for script in ({"reasoning": "think: zorblax"}, {"tool_args": '{"q": "炸药配方"}'}):
+        completion = gateway.openai().chat.completions.create(
+            model="m", messages=MSG, extra_headers=mock(**script)
+        )
         assert completion.choices[0].finish_reason == "content_filter"
 
 

@@ -16,7 +16,10 @@ MSG = [{"role": "user", "content": "Tell me something."}]
 
 def _stream_text(gateway: Gateway, test_id: str, **script: object) -> tuple[str, list]:
     stream = gateway.openai().chat.completions.create(
-        model="m", messages=MSG, stream=True, extra_headers={**mock(type="sse", **script), "x-test-id": test_id}
+        model="m",
+        messages=MSG,
+        stream=True,
+        extra_headers={**mock(type="sse", **script), "x-test-id": test_id},
     )
     chunks = list(stream)
     text = "".join((c.choices[0].delta.content or "") for c in chunks if c.choices)
@@ -41,7 +44,9 @@ def test_benign_stream_arrives_whole_and_in_order(gateway: Gateway, upstream: Up
     ],
     ids=["en-2", "en-chars", "zh-3", "fullwidth", "zero-width"],
 )
-def test_split_term_is_cut_with_nothing_exposed(gateway: Gateway, upstream: Upstream, deltas: list, term: str) -> None:
+def test_split_term_is_cut_with_nothing_exposed(
+    gateway: Gateway, upstream: Upstream, deltas: list, term: str
+) -> None:
     test_id = f"split-{term.encode().hex()}"
     text, chunks = _stream_text(gateway, test_id, deltas=deltas, delay_ms=5)
     for i in range(1, len(term) + 1):  # not even the first part of the term reached the client
@@ -68,9 +73,10 @@ def test_cut_closes_upstream_promptly(gateway: Gateway, upstream: Upstream) -> N
 def test_client_disconnect_cancels_upstream_stream(gateway: Gateway, upstream: Upstream) -> None:
     body = {"model": "m", "messages": MSG, "stream": True}
     headers = {**mock(type="sse", deltas=["a "] * 10, hang_after=3), "x-test-id": "disconnect"}
-    with httpx.Client(base_url=gateway.base, timeout=10) as client, client.stream(
-        "POST", "/v1/chat/completions", json=body, headers=headers
-    ) as resp:
+    with (
+        httpx.Client(base_url=gateway.base, timeout=10) as client,
+        client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as resp,
+    ):
         for line in resp.iter_lines():
             if line.startswith("data:") and '"a "' in line:
                 break
@@ -93,7 +99,9 @@ def test_client_disconnect_cancels_plain_request(gateway: Gateway, upstream: Ups
 @pytest.mark.parametrize("channel", ["reasoning_content", "tool"])
 def test_reasoning_and_tool_arguments_streams_are_screened(gateway: Gateway, channel: str) -> None:
     stream = gateway.openai().chat.completions.create(
-        model="m", messages=MSG, stream=True,
+        model="m",
+        messages=MSG,
+        stream=True,
         extra_headers=mock(type="sse", channel=channel, deltas=['{"q": "zor', 'blax"}']),
     )
     chunks = list(stream)
@@ -104,11 +112,16 @@ def test_reasoning_and_tool_arguments_streams_are_screened(gateway: Gateway, cha
 
 def test_tool_arguments_benign_reassemble(gateway: Gateway) -> None:
     stream = gateway.openai().chat.completions.create(
-        model="m", messages=MSG, stream=True,
+        model="m",
+        messages=MSG,
+        stream=True,
         extra_headers=mock(type="sse", channel="tool", deltas=['{"city": ', '"Par', 'is"}']),
     )
     args = "".join(
-        (tc.function.arguments or "") for c in stream if c.choices for tc in (c.choices[0].delta.tool_calls or [])
+        (tc.function.arguments or "")
+        for c in stream
+        if c.choices
+        for tc in (c.choices[0].delta.tool_calls or [])
         if tc.function
     )
     assert args == '{"city": "Paris"}'
@@ -121,7 +134,7 @@ def test_stream_pii_redacted_even_when_split(gateway: Gateway) -> None:
 
 
 def test_keepalive_comments_and_missing_done(gateway: Gateway) -> None:
-    text, chunks = _stream_text(gateway, "odd", deltas=["one ", "two"], keepalive=True, no_done=True)
+    text, _chunks = _stream_text(gateway, "odd", deltas=["one ", "two"], keepalive=True, no_done=True)
     assert text == "one two"
 
 
@@ -134,9 +147,15 @@ def test_upstream_error_status_keeps_status(gateway: Gateway) -> None:
     client = gateway.openai()
     with pytest.raises(openai.RateLimitError) as info:
         client.chat.completions.create(
-            model="m", messages=MSG, stream=True,
-            extra_headers=mock(type="status", status=429, body={"error": {"message": "slow down", "type": "rate"}},
-                               headers={"retry-after": "3"}),
+            model="m",
+            messages=MSG,
+            stream=True,
+            extra_headers=mock(
+                type="status",
+                status=429,
+                body={"error": {"message": "slow down", "type": "rate"}},
+                headers={"retry-after": "3"},
+            ),
         )
     assert info.value.response.headers["retry-after"] == "3"
     assert "slow down" in str(info.value)
@@ -145,7 +164,8 @@ def test_upstream_error_status_keeps_status(gateway: Gateway) -> None:
 def test_broken_sse_ends_cleanly(gateway: Gateway) -> None:
     with httpx.Client(base_url=gateway.base, timeout=10) as client:
         resp = client.post(
-            "/v1/chat/completions", json={"model": "m", "messages": MSG, "stream": True},
+            "/v1/chat/completions",
+            json={"model": "m", "messages": MSG, "stream": True},
             headers=mock(type="broken_sse"),
         )
     assert resp.status_code == 200  # headers were sent before the body turned out broken
@@ -156,5 +176,30 @@ def test_broken_sse_ends_cleanly(gateway: Gateway) -> None:
 
 def test_upstream_error_event_reaches_sdk_as_error(gateway: Gateway) -> None:
     with pytest.raises(openai.APIError):
-        list(gateway.openai().chat.completions.create(
-            model="m", messages=MSG, stream=True, extra_headers=mock(type="sse", deltas=["x", "y"], error_after=1)))
+        list(
+            gateway.openai().chat.completions.create(
+                model="m",
+                messages=MSG,
+                stream=True,
+                extra_headers=mock(type="sse", deltas=["x", "y"], error_after=1),
+            )
+        )
+
+
+def test_word_bounded_term_at_chunk_end_waits_for_next_chunk(make_gateway) -> None:  # type: ignore[no-untyped-def]
+    policy = """
+name: boundary
+extends: default
+classifiers:
+  words:
+    type: lexicon
+    terms:
+      A.2.i: ["ass"]
+"""
+    gateway = make_gateway(policy=policy)
+    text, chunks = _stream_text(gateway, "boundary", deltas=["Your ass", "essment is done."])
+    assert text == "Your assessment is done."
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    text, chunks = _stream_text(gateway, "boundary2", deltas=["Your ass", " is done."])
+    assert "ass" not in text
+    assert chunks[-1].choices[0].finish_reason == "content_filter"

@@ -51,9 +51,9 @@ def serve_in_thread(app: ASGIApp, port: int | None = None) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def gateway_process(args: list[str], env: dict[str, str] | None = None, ready: bool = True) -> Iterator[
-    tuple[subprocess.Popen[bytes], str]
-]:
+def gateway_process(
+    args: list[str], env: dict[str, str] | None = None, ready: bool = True
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """``python -m gateway serve ARGS`` as a real process; waits for /readyz."""
     port = free_port()
     cmd = [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port), *args]

@@ -90,7 +90,9 @@ class ScriptedUpstream:
 
 
 async def _raw(send: Send, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
-    headers = [(b"content-type", ctype.encode())] + [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
+    headers = [(b"content-type", ctype.encode())] + [
+        (k.encode(), v.encode()) for k, v in (extra or {}).items()
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -109,7 +111,11 @@ async def _completion(script: dict[str, Any], seen: Seen, body: Any, send: Send)
         message["reasoning_content"] = script["reasoning"]
     if "tool_args" in script:
         message["tool_calls"] = [
-            {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": script["tool_args"]}}
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "lookup", "arguments": script["tool_args"]},
+            }
         ]
     choices = [
         {"index": i, "message": message, "finish_reason": "stop", "logprobs": None}
@@ -158,7 +164,9 @@ def _delta(channel: str, text: str) -> dict[str, Any]:
 
 
 async def _stream(script: dict[str, Any], seen: Seen, body: Any, receive: Receive, send: Send) -> None:
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]}
+    )
     disconnected = asyncio.Event()
 
     async def watch() -> None:
@@ -199,14 +207,18 @@ async def _stream_body(
 
     first: dict[str, Any] = {"role": "assistant", "content": ""}
     if channel == "tool":
-        first["tool_calls"] = [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": ""}}]
+        first["tool_calls"] = [
+            {"index": 0, "id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": ""}}
+        ]
     await emit(_chunk(body, first))
     for i, text in enumerate(script.get("deltas", ["Hello", " world"])):
         if script.get("hang_after") is not None and i >= script["hang_after"]:
             await asyncio.wait_for(disconnected.wait(), timeout=30)
             raise _Gone
         if script.get("error_after") is not None and i >= script["error_after"]:
-            await emit(b'data: {"error": {"message": "overloaded", "type": "server_error", "code": null}}\n\n')
+            await emit(
+                b'data: {"error": {"message": "overloaded", "type": "server_error", "code": null}}\n\n'
+            )
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         if script.get("keepalive"):
