@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -21,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["Child", "Children", "free_port", "python_module", "start_mock_upstream", "wait_ready"]
+__all__ = ["Child", "Children", "CpuMeter", "free_port", "python_module", "start_mock_upstream", "wait_ready"]
 
 HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
@@ -112,6 +113,9 @@ class Children:
         self._children.append(child)
         return child
 
+    def pids(self) -> list[int]:
+        return [child.proc.pid for child in self._children]
+
     def __enter__(self) -> Children:
         self._old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
         return self
@@ -142,3 +146,47 @@ def start_mock_upstream(children: Children, impl: str = "raw") -> str:
     base = f"http://{HOST}:{port}/v1"
     wait_ready(child, f"{base}/models")
     return base
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _busy_jiffies() -> int:
+    """Non-idle CPU time of the whole machine (user, nice, system, irq, softirq, steal)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return user + nice + system + irq + softirq + steal
+
+
+def _process_jiffies(pid: int) -> int:
+    try:
+        rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0
+    return int(rest[11]) + int(rest[12])  # utime, stime
+
+
+class CpuMeter:
+    """How busy the machine was, apart from us, while a scenario ran (other users' load).
+
+    ``ours`` is this process, the given children and any reaped children (wrk); ``others`` is the
+    rest of the machine's non-idle time, both in cores (1.0 = one core fully busy). A high
+    ``others`` marks a round disturbed by someone else's work.
+    """
+
+    def __init__(self, pids: Sequence[int]) -> None:
+        self._pids = [os.getpid(), *pids]
+        self._start = self._sample()
+
+    def _sample(self) -> tuple[float, int, int, float]:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        ours = sum(_process_jiffies(pid) for pid in self._pids)
+        return time.monotonic(), _busy_jiffies(), ours, usage.ru_utime + usage.ru_stime
+
+    def stop(self) -> dict[str, float]:
+        t0, busy0, ours0, reaped0 = self._start
+        t1, busy1, ours1, reaped1 = self._sample()
+        wall = max(t1 - t0, 1e-9)
+        ours = (ours1 - ours0) / _CLK_TCK + (reaped1 - reaped0)
+        busy = (busy1 - busy0) / _CLK_TCK
+        return {"ours_cores": round(ours / wall, 3), "others_cores": round(max(busy - ours, 0.0) / wall, 3)}

@@ -35,7 +35,7 @@ def summarize(rounds: Sequence[Round], order: Sequence[str]) -> dict[str, dict[s
     for key in keys:
         runs = [r[key] for r in rounds if key in r]
         summary: dict[str, Any] = {"rounds": len(runs)}
-        for name in ("rps", "p50_ms", "p90_ms", "p99_ms", "ttfb_p50_ms", "cpu_us_per_req"):
+        for name in ("rps", "p50_ms", "p90_ms", "p99_ms", "ttfb_p50_ms", "cpu_us_per_req", "others_cores"):
             summary[name] = _median(run.get(name) for run in runs)
         summary["rps_min"] = min(run["rps"] for run in runs)
         summary["rps_max"] = max(run["rps"] for run in runs)
@@ -122,15 +122,15 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 def summary_markdown(summary: Mapping[str, Mapping[str, Any]]) -> str:
     lines = [
         "| scenario | req/s (median) | req/s min–max | p50 ms | p90 ms | p99 ms | TTFB p50 ms "
-        "| loadgen µs/req | errors | missing [DONE] |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| loadgen µs/req | others' CPU (cores) | errors | missing [DONE] |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key, s in summary.items():
         missing = "–" if s["missing_done"] is None else str(s["missing_done"])
         lines.append(
             f"| {key} | {_fmt(s['rps'], 0)} | {_fmt(s['rps_min'], 0)}–{_fmt(s['rps_max'], 0)} "
             f"| {_fmt(s['p50_ms'])} | {_fmt(s['p90_ms'])} | {_fmt(s['p99_ms'])} | {_fmt(s['ttfb_p50_ms'])} "
-            f"| {_fmt(s['cpu_us_per_req'], 0)} | {s['errors']} | {missing} |"
+            f"| {_fmt(s['cpu_us_per_req'], 0)} | {_fmt(s['others_cores'])} | {s['errors']} | {missing} |"
         )
     return "\n".join(lines)
 

@@ -111,7 +111,9 @@ def _progress(text: str) -> None:
     sys.stderr.flush()
 
 
-def _measure(args: argparse.Namespace, urls: dict[str, str], deadline: float) -> list[dict[str, Any]]:
+def _measure(
+    args: argparse.Namespace, urls: dict[str, str], pids: list[int], deadline: float
+) -> list[dict[str, Any]]:
     rng = random.Random(args.seed)
     headers = {"x-mock-deltas": str(args.deltas)} if args.deltas is not None else {}
     rounds: list[dict[str, Any]] = []
@@ -133,8 +135,9 @@ def _measure(args: argparse.Namespace, urls: dict[str, str], deadline: float) ->
                 headers=headers,
                 timeout=args.request_timeout,
             )
+            meter = _procs.CpuMeter(pids)
             result = run_load(spec, args.client)
-            results[_report.scenario_key(target, stream, conc)] = asdict(result)
+            results[_report.scenario_key(target, stream, conc)] = {**asdict(result), **meter.stop()}
         rounds.append(results)
         _progress(f"round {index + 1}/{args.rounds} done\n")
     return rounds
@@ -189,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
         _progress(
             f"ready: {', '.join(urls)}; {args.rounds} rounds x {len(_scenarios(list(urls)))} scenarios\n"
         )
-        rounds = _measure(args, urls, deadline)
+        rounds = _measure(args, urls, children.pids(), deadline)
     meta["elapsed_s"] = round((datetime.now(UTC) - started_at).total_seconds(), 1)
     order = [_report.scenario_key(*sc) for sc in _scenarios(list(urls))]
     summary = _report.summarize(rounds, order)
