@@ -14,9 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Annotated, Protocol, runtime_checkable
 
-__all__ = ["Classifier", "Scores", "Span", "StreamingClassifier"]
+from pydantic import StringConstraints
+
+__all__ = ["RISK_CODE_PATTERN", "Classifier", "RiskCode", "Scores", "Span", "StreamingClassifier"]
+
+#: GB/T 45654-2025 Appendix A codes (``A.1.d``) and custom ones (``X.jailbreak``); a bare
+#: letter or a partial code (``A``, ``A.1``) names a whole branch in policy rules.
+RISK_CODE_PATTERN = r"^[A-Z](\.[0-9A-Za-z_\-]+)*$"
+RiskCode = Annotated[str, StringConstraints(pattern=RISK_CODE_PATTERN)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,20 +12,17 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
 import ahocorasick  # type: ignore[import-untyped,unused-ignore]
-from pydantic import Field, StringConstraints, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from classifiers.base import Scores, Span
+from classifiers.base import RISK_CODE_PATTERN, RiskCode, Scores, Span
 from classifiers.normalize import normalize, normalize_tail
 from classifiers.registry import ClassifierParams
 
 __all__ = ["RISK_CODE_PATTERN", "LexiconClassifier", "LexiconParams", "RiskCode", "read_word_list"]
 
 #: A risk code: a capital letter and dotted parts, as in ``A.1.d``, ``A.2.e``, ``X.jailbreak``.
-RISK_CODE_PATTERN = r"^[A-Z](\.[0-9A-Za-z_\-]+)+$"
-RiskCode = Annotated[str, StringConstraints(pattern=RISK_CODE_PATTERN)]
 
 #: What a lexicon span's ``detail`` says: never the matched text, which logs must not carry.
 DETAIL = "lexicon"

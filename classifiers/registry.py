@@ -58,7 +58,9 @@ class Registry:
 
     def validate(self, type_name: str, raw: Mapping[str, Any], base_dir: Path) -> BaseModel:
         """Validate raw params (without ``type``) into the type's params model."""
-        return self.get(type_name).params.model_validate(dict(raw), context={"base_dir": base_dir})
+        model = self.get(type_name).params
+        params: BaseModel = model.model_validate(dict(raw), context={"base_dir": base_dir})
+        return params
 
     def build(self, name: str, type_name: str, params: BaseModel) -> Classifier:
         return self.get(type_name).factory(name, params)

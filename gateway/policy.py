@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from classifiers.base import Classifier
+from classifiers.base import RISK_CODE_PATTERN, Classifier
 
 __all__ = [
     "ACTIONS",
@@ -36,7 +36,6 @@ __all__ = [
 Action = Literal["allow", "flag", "redact", "refuse", "block"]
 ACTIONS: tuple[Action, ...] = ("allow", "flag", "redact", "refuse", "block")
 _SEVERITY = {action: rank for rank, action in enumerate(ACTIONS)}
-RISK_CODE_PATTERN = r"^[A-Z](\.[0-9A-Za-z_\-]+)*$"
 
 
 def severity(action: Action) -> int:

@@ -142,7 +142,7 @@ def test_missing_file_is_a_validation_error_naming_it(tmp_path: Path) -> None:
         LexiconParams.model_validate({"files": {"A.1.a": ["nope.txt"]}}, context={"base_dir": tmp_path})
 
 
-@pytest.mark.parametrize("code", ["a.1.a", "A", "A.", "A..b", "A.1 a", "1.2"])
+@pytest.mark.parametrize("code", ["a.1.a", "A.", "x.1", "A..b", "A.1 a", "1.2"])
 def test_bad_risk_code_is_a_validation_error(code: str) -> None:
     with pytest.raises(ValidationError, match="pattern"):
         LexiconParams.model_validate({"terms": {code: ["term"]}})
