@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from gateway.errors import InvalidRequest
 from gateway.incidents import new_id
@@ -59,8 +59,9 @@ class _Message(_Open):
 class ChatRequest(_Open):
     model: str = Field(..., min_length=1)
     messages: list[_Message] = Field(..., min_length=1)
-    stream: bool | None = False
-    n: int | None = Field(None, ge=1, le=128)
+    # Strict: "yes" must not become True, nor "2" become 2, on the way upstream.
+    stream: StrictBool | None = False
+    n: StrictInt | None = Field(None, ge=1, le=128)
     user: str | None = None
 
 

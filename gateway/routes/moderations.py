@@ -53,11 +53,15 @@ async def moderations(request: Request) -> Response:
     results = []
     for i, scores in enumerate(decision.scores):
         hits = [h for h in decision.hits if h.segment == i]
-        categories = {code: score >= policy.rule_for(code).threshold for code, score in scores.items()}
+        # A category is flagged when the policy would act on it, so `flagged` means what the
+        # gateway itself would do with this text as input; raw scores are all in category_scores.
+        categories = {
+            code: policy.action_for(code, score, "input") != "allow" for code, score in scores.items()
+        }
         action = max((h.action for h in hits), key=severity, default="allow")
         results.append(
             {
-                "flagged": any(categories.values()) or action != "allow",
+                "flagged": action != "allow",
                 "categories": categories,
                 "category_scores": {code: round(score, 6) for code, score in scores.items()},
                 "modgate": {
