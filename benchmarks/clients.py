@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("need 0 < --seconds <= 30 and 1 <= --rounds <= 10")
     clients = ["raw", "aiohttp"] + (["wrk"] if shutil.which("wrk") else [])
     results: dict[tuple[str, bool], list[LoadResult]] = {}
+    others: dict[tuple[str, bool], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="modgate-clients-") as tmp, _procs.Children(Path(tmp)) as kids:
         url = _start_floor(kids)
         for index in range(args.rounds):
@@ -53,13 +54,16 @@ def main(argv: list[str] | None = None) -> None:
             for stream in (False, True):
                 for client in order:
                     spec = LoadSpec(url, args.concurrency, args.seconds, warmup=1.0, stream=stream)
+                    meter = _procs.CpuMeter(kids.pids())
                     results.setdefault((client, stream), []).append(run_load(spec, client))
+                    others.setdefault((client, stream), []).append(meter.stop()["others_cores"])
             sys.stderr.write(f"round {index + 1}/{args.rounds} done\n")
     lines = [
         f"## load generators against the floor, c={args.concurrency}, {args.rounds} rounds x "
         f"{args.seconds:g} s (medians)\n",
-        "| client | mode | floor req/s | spread (max/min - 1) | client CPU µs/req | p50 ms | errors |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| client | mode | floor req/s | spread (max/min - 1) | client CPU µs/req | p50 ms | errors "
+        "| others' CPU (cores) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for (client, stream), runs in results.items():
         rps = [r.rps for r in runs]
@@ -67,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(
             f"| {client} | {'stream' if stream else 'plain'} | {statistics.median(rps):,.0f} | {spread:.1%} "
             f"| {statistics.median(r.cpu_us_per_req for r in runs):.0f} "
-            f"| {statistics.median(r.p50_ms for r in runs):.2f} | {sum(r.errors for r in runs)} |"
+            f"| {statistics.median(r.p50_ms for r in runs):.2f} | {sum(r.errors for r in runs)} "
+            f"| {statistics.median(others[client, stream]):.2f} |"
         )
     sys.stdout.write("\n".join(lines) + "\n")
 

@@ -12,10 +12,20 @@ Three clients, same numbers out:
 * ``wrk``: the C tool (``apt-get install -y wrk``) with a Lua POST script; no TTFB / [DONE]
   check. Used only when asked for; when it is missing the harness falls back to ``raw``.
 
-Why ``raw`` is the default: measured on the 2-core benchmark machine against the floor
-(c=32, 5 interleaved rounds of 3 s, medians; ``benchmarks/README.md``, "Load generator"),
-the client's own CPU per request is what it steals from the server under test:
-LOADGEN_CHOICE_NUMBERS
+Why ``raw`` is the default (``python -m benchmarks.clients``, floor at c=32, 6 rounds x 3 s,
+clients rotated per round, medians; 2-core AMD EPYC, 2026-11-22, other users' tests running):
+
+    client   mode    floor req/s  spread  client CPU/req
+    raw      plain   2,536        25 %    59 us
+    aiohttp  plain   1,984        84 %    188 us
+    wrk      plain   2,504        23 %    37 us
+    raw      stream  1,109        20 %    91 us
+    aiohttp  stream  1,004        73 %    242 us
+    wrk      stream  1,042        12 %    56 us
+
+The floor reached the same req/s under ``raw`` and ``wrk`` (within noise); ``wrk`` costs
+~20 us/req less, i.e. ~0.05 of a core at the floor's rate, but cannot time the first byte or
+check ``[DONE]``. ``aiohttp`` costs 3x the CPU, which shows as a slower, less steady floor.
 
 CLI: ``python -m benchmarks.loadgen URL [-c 32] [-t 3] [--warmup 0.5] [--stream] [--client raw]
 [--json]``; URL is the full ``.../v1/chat/completions`` address.
