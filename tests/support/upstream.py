@@ -76,13 +76,15 @@ class ScriptedUpstream:
             await _json(send, 200, {"object": "list", "data": [{"id": "mock-model", "object": "model"}]})
             return
         kind = script.get("type", "json")
-        handler = {"json": _completion, "sse": _stream, "status": _status, "slow": _slow}.get(kind)
+        handler = {"json": _completion, "sse": _stream, "status": _status}.get(kind)
         if kind == "broken_sse":
             await _raw(send, 200, b"this is not an event stream\n\n\x00\x01", "text/event-stream")
         elif kind == "not_json":
             await _raw(send, 200, b"<html>oops</html>", "application/json")
         elif handler is _stream:
             await _stream(script, seen, parsed, receive, send)
+        elif kind == "slow":
+            await _slow(script, seen, parsed, receive, send)
         elif handler is not None:
             await handler(script, seen, parsed, send)
         else:
@@ -141,8 +143,22 @@ async def _status(script: dict[str, Any], seen: Seen, body: Any, send: Send) -> 
         await _json(send, script.get("status", 500), content, script.get("headers"))
 
 
-async def _slow(script: dict[str, Any], seen: Seen, body: Any, send: Send) -> None:
-    await asyncio.sleep(script.get("delay_s", 5))
+async def _slow(script: dict[str, Any], seen: Seen, body: Any, receive: Receive, send: Send) -> None:
+    """Answers after a delay, unless the caller hangs up first (recorded as disconnected)."""
+
+    async def hang_up() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(hang_up())
+    try:
+        await asyncio.wait_for(asyncio.shield(watcher), timeout=script.get("delay_s", 5))
+        seen.stream_state = "disconnected"
+        seen.ended_at = time.monotonic()
+        return
+    except TimeoutError:
+        watcher.cancel()
+    seen.stream_state = "done"
     await _completion({"content": "finally"}, seen, body, send)
 
 
