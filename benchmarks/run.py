@@ -23,6 +23,7 @@ import os
 import platform
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +44,6 @@ POLICIES = {
     "gw-pass": HERE / "policies" / "passthrough.yaml",
     "gw-default": REPO / "policies" / "default.yaml",
 }
-CONCURRENCIES = (1, 32)
 #: Per-scenario overhead besides warm-up and measuring (loop start, connects), for the time budget.
 _OVERHEAD_S = 0.3
 
@@ -59,6 +59,23 @@ def _machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "loadavg_before": list(os.getloadavg()),
+    }
+
+
+def _code_version() -> dict[str, Any]:
+    """The commit measured, and whether the gateway's code differed from it (uncommitted edits)."""
+
+    def git(*argv: str) -> str:
+        try:
+            proc = subprocess.run(["git", *argv], cwd=REPO, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return proc.stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "gateway", "classifiers", "policies")
+    return {
+        "git_head": git("rev-parse", "--short", "HEAD"),
+        "gateway_uncommitted_files": len(dirty.splitlines()),
     }
 
 
@@ -102,8 +119,8 @@ def _start_targets(children: _procs.Children, args: argparse.Namespace, tmp: Pat
     return {t: urls[t] for t in args.targets}
 
 
-def _scenarios(targets: list[str]) -> list[tuple[str, bool, int]]:
-    return [(t, stream, c) for t in targets for stream in (False, True) for c in CONCURRENCIES]
+def _scenarios(targets: list[str], concurrencies: tuple[int, ...]) -> list[tuple[str, bool, int]]:
+    return [(t, stream, c) for t in targets for stream in (False, True) for c in concurrencies]
 
 
 def _progress(text: str) -> None:
@@ -116,9 +133,11 @@ def _measure(
 ) -> list[dict[str, Any]]:
     rng = random.Random(args.seed)
     headers = {"x-mock-deltas": str(args.deltas)} if args.deltas is not None else {}
+    if args.delay_ms is not None:
+        headers["x-mock-delay-ms"] = f"{args.delay_ms:g}"
     rounds: list[dict[str, Any]] = []
     for index in range(args.rounds):
-        order = _scenarios(list(urls))
+        order = _scenarios(list(urls), args.concurrency)
         rng.shuffle(order)
         per_round = len(order) * (args.seconds + args.warmup + _OVERHEAD_S)
         if rounds and time.monotonic() + per_round > deadline:
@@ -162,7 +181,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--transport", choices=("httpx", "aiohttp"), help="MODGATE_HTTP_TRANSPORT for gateways"
     )
     parser.add_argument("--default-policy", type=Path, default=POLICIES["gw-default"])
+    parser.add_argument("--concurrency", default="1,32", help="comma-separated levels (targets use 1 and 32)")
     parser.add_argument("--deltas", type=int, help="x-mock-deltas for streams (mock default: 20)")
+    parser.add_argument("--delay-ms", type=float, help="x-mock-delay-ms between deltas (mock default: 0)")
     parser.add_argument("--request-timeout", type=float, default=10.0)
     parser.add_argument("--ready-timeout", type=float, default=60.0)
     parser.add_argument("--max-seconds", type=float, default=600.0, help="hard budget for the whole run")
@@ -174,6 +195,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--targets: choose from {', '.join(TARGETS)}")
     if not (0 < args.seconds <= 60 and 0 <= args.warmup <= 10 and 1 <= args.rounds <= 20):
         parser.error("need 0 < --seconds <= 60, 0 <= --warmup <= 10, 1 <= --rounds <= 20")
+    try:
+        args.concurrency = tuple(sorted({int(c) for c in args.concurrency.split(",")}))
+    except ValueError:
+        parser.error("--concurrency: comma-separated integers")
+    if not all(1 <= c <= 1024 for c in args.concurrency):
+        parser.error("--concurrency: each level in 1..1024")
     args.client = _client(args.client)
     return args
 
@@ -185,16 +212,16 @@ def main(argv: list[str] | None = None) -> None:
     meta: dict[str, Any] = {
         "started_utc": started_at.isoformat(timespec="seconds"),
         "machine": _machine(),
+        "code": _code_version(),
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
     with tempfile.TemporaryDirectory(prefix="modgate-bench-") as tmp, _procs.Children(Path(tmp)) as children:
         urls = _start_targets(children, args, Path(tmp))
-        _progress(
-            f"ready: {', '.join(urls)}; {args.rounds} rounds x {len(_scenarios(list(urls)))} scenarios\n"
-        )
+        count = len(_scenarios(list(urls), args.concurrency))
+        _progress(f"ready: {', '.join(urls)}; {args.rounds} rounds x {count} scenarios\n")
         rounds = _measure(args, urls, children.pids(), deadline)
     meta["elapsed_s"] = round((datetime.now(UTC) - started_at).total_seconds(), 1)
-    order = [_report.scenario_key(*sc) for sc in _scenarios(list(urls))]
+    order = [_report.scenario_key(*sc) for sc in _scenarios(list(urls), args.concurrency)]
     summary = _report.summarize(rounds, order)
     gateways = [t for t in urls if t.startswith("gw-")]
     figures = _report.derive(rounds, gateways) if "floor" in urls else []
