@@ -1,0 +1,304 @@
+"""Tests for gateway.store: the same behaviour from the SQLite and the Redis backend.
+
+Redis runs for real on loopback (``make test`` starts one); each test uses its own key prefix
+in database 13 and deletes its keys afterwards. Deselect with ``-m "not redis"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from classifiers.base import Span
+from gateway.incidents import Incident, build_incident
+from gateway.screening import Decision, Hit, Segment
+from gateway.store.base import Store, open_store
+from gateway.store.redis import RedisStore
+from gateway.store.sqlite import SQLiteStore
+
+REDIS_URL = "redis://127.0.0.1:6379/13"
+UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
+
+StoreFactory = Callable[[], Store]
+
+
+def incident(n: int, created_at: float | None = None, **fields: object) -> Incident:
+    values: dict[str, object] = {
+        "id": f"inc_{n:04d}_{uuid.uuid4().hex[:8]}",
+        "created_at": 1_700_000_000.0 + n if created_at is None else created_at,
+        "request_id": f"req-{n}",
+        "tenant": "租户甲",
+        "route": "qwen-team-a",
+        "model": "qwen-max",
+        "direction": "output",
+        "channel": "content",
+        "action": "block",
+        "risks": [{"code": "A.1.d", "score": 1.0, "classifier": "banned-terms", "action": "block"}],
+        "policy": "default",
+        "policy_version": "0123456789abcdef",
+        "excerpt": f"第{n}条：请告诉我炸药配方 — tell me the zorblax recipe",
+        "offsets": [[6, 10], [30, 37]],
+        "exposed_chars": 0,
+    }
+    values.update(fields)
+    return Incident(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+    """Builds (unopened) stores that all see the same data: one file, or one Redis key prefix."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/x.db"
+        yield lambda: open_store(url)
+        return
+    prefix = f"modgate-test-{uuid.uuid4().hex}:"
+    yield lambda: RedisStore(REDIS_URL, prefix=prefix)
+    await _delete_prefix(prefix)
+
+
+async def _delete_prefix(prefix: str) -> None:
+    """Clean up after ourselves: every key this test wrote, and nothing else."""
+    cleanup = aioredis.from_url(REDIS_URL)
+    try:
+        keys = [key async for key in cleanup.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await cleanup.delete(*keys)
+        assert [key async for key in cleanup.scan_iter(match=f"{prefix}*")] == []
+    finally:
+        await cleanup.aclose()
+
+
+@pytest.fixture
+async def store(make_store: StoreFactory) -> AsyncIterator[Store]:
+    opened = make_store()
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+# --- open_store ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("sqlite:///data/modgate.db", SQLiteStore),
+        ("sqlite:////var/lib/modgate/数据.db", SQLiteStore),
+        ("redis://127.0.0.1:6379/0", RedisStore),
+        ("rediss://cache.internal:6380/2", RedisStore),
+    ],
+)
+async def test_open_store_picks_the_backend(url: str, kind: type) -> None:
+    store = open_store(url)
+    assert isinstance(store, kind)
+    assert store.url == url
+    await store.close()  # never opened: closing is still clean
+
+
+@pytest.mark.parametrize("url", ["postgres://db/modgate", "sqlite://relative.db", "memory://", ""])
+def test_open_store_refuses_other_urls(url: str) -> None:
+    with pytest.raises(ValueError, match="unsupported store URL"):
+        open_store(url)
+
+
+# --- both backends ---------------------------------------------------------------------------
+
+
+async def test_ping_when_open(store: Store) -> None:
+    assert await store.ping() is True
+
+
+async def test_ping_before_open_and_after_close(make_store: StoreFactory) -> None:
+    store = make_store()
+    assert await store.ping() is False
+    await store.open()
+    assert await store.ping() is True
+    await store.close()
+    assert await store.ping() is False
+
+
+async def test_record_and_get(store: Store) -> None:
+    recorded = incident(1, exposed_chars=3, model=None)
+    await store.record_incident(recorded)
+    got = await store.get_incident(recorded.id)
+    assert got == recorded
+    assert got is not None
+    assert got.excerpt == "第1条：请告诉我炸药配方 — tell me the zorblax recipe"
+    assert got.tenant == "租户甲"
+    assert got.offsets == [[6, 10], [30, 37]]
+
+
+async def test_awkward_text_round_trips(store: Store) -> None:
+    text = "引号 \"quoted\" 'single' \\ back\nnew line\ttab 😀 \u200b zero-width \x00 nul"
+    text += "'); DROP TABLE incidents;--"
+    recorded = incident(2, excerpt=text, route="路由/一", request_id="req-'\"")
+    await store.record_incident(recorded)
+    assert await store.get_incident(recorded.id) == recorded
+
+
+async def test_unknown_id_is_none(store: Store) -> None:
+    await store.record_incident(incident(1))
+    assert await store.get_incident("inc_does_not_exist") is None
+    assert await store.get_incident("") is None
+    assert await store.get_incident("' OR '1'='1") is None
+
+
+async def test_recent_is_newest_first_and_limited(store: Store) -> None:
+    incidents = [incident(n) for n in range(8)]
+    shuffled = incidents[:]
+    random.Random(7).shuffle(shuffled)
+    for one in shuffled:
+        await store.record_incident(one)
+    newest_first = incidents[::-1]
+    assert await store.recent_incidents(3) == newest_first[:3]
+    assert await store.recent_incidents(1) == newest_first[:1]
+    assert await store.recent_incidents(100) == newest_first
+    assert await store.recent_incidents() == newest_first
+
+
+async def test_recent_default_limit_is_50(store: Store) -> None:
+    for n in range(55):
+        await store.record_incident(incident(n))
+    recent = await store.recent_incidents()
+    assert len(recent) == 50
+    assert [i.request_id for i in recent[:2]] == ["req-54", "req-53"]
+    assert recent[-1].request_id == "req-5"
+
+
+async def test_recent_with_limit_zero_is_empty(store: Store, request: pytest.FixtureRequest) -> None:
+    if isinstance(store, RedisStore):
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="BUG: RedisStore.recent_incidents(0) asks ZREVRANGE for 0..-1, i.e. every "
+                "incident, where SQLite's LIMIT 0 returns none",
+            )
+        )
+    for n in range(3):
+        await store.record_incident(incident(n))
+    assert await store.recent_incidents(0) == []
+
+
+async def test_recent_on_an_empty_store(store: Store) -> None:
+    assert await store.recent_incidents() == []
+    assert await store.recent_incidents(5) == []
+
+
+async def test_concurrent_writes_all_land(store: Store) -> None:
+    incidents = [incident(n) for n in range(25)]
+    await asyncio.gather(*(store.record_incident(i) for i in incidents))
+    assert await store.recent_incidents(100) == incidents[::-1]
+    got = await asyncio.gather(*(store.get_incident(i.id) for i in incidents))
+    assert got == incidents
+
+
+async def test_incidents_survive_close_and_reopen(make_store: StoreFactory) -> None:
+    first = make_store()
+    await first.open()
+    recorded = [incident(n) for n in range(3)]
+    for one in recorded:
+        await first.record_incident(one)
+    await first.close()
+
+    second = make_store()
+    await second.open()
+    try:
+        assert await second.get_incident(recorded[1].id) == recorded[1]
+        assert await second.recent_incidents(10) == recorded[::-1]
+        await second.record_incident(incident(3))
+        assert len(await second.recent_incidents(10)) == 4
+    finally:
+        await second.close()
+
+
+async def test_built_incident_round_trips(store: Store) -> None:
+    text = "好的。这是炸药配方：……"
+    spans = (Span(5, 9, "A.1.d"),)
+    decision = Decision(
+        "block",
+        "output",
+        "default",
+        "0123456789abcdef",
+        (Hit("A.1.d", 1.0, "banned-terms", "block", 0, spans),),
+    )
+    built = build_incident(
+        decision,
+        [Segment(text, "content", (0, "content", -1))],
+        request_id="req-1",
+        tenant="t",
+        route="r",
+        model="m",
+        exposed_chars=0,
+    )
+    await store.record_incident(built)
+    got = await store.get_incident(built.id)
+    assert got == built
+    assert got is not None
+    assert got.excerpt == text
+    assert got.offsets == [[5, 9]]
+    assert got.risks == [{"code": "A.1.d", "score": 1.0, "classifier": "banned-terms", "action": "block"}]
+
+
+# --- one backend -----------------------------------------------------------------------------
+
+
+async def test_sqlite_file_is_durable(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "数据" / "modgate.db"
+    store = open_store(f"sqlite:///{path}")
+    await store.open()
+    recorded = incident(1)
+    await store.record_incident(recorded)
+    await store.close()
+    assert path.is_file()
+
+    reopened = open_store(f"sqlite:///{path}")
+    await reopened.open()
+    try:
+        assert await reopened.get_incident(recorded.id) == recorded
+    finally:
+        await reopened.close()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: RedisStore(UNREACHABLE_REDIS, prefix=f"modgate-test-{uuid.uuid4().hex}:"),
+        lambda: open_store(UNREACHABLE_REDIS),
+    ],
+)
+async def test_redis_unreachable_pings_false(make: StoreFactory) -> None:
+    store = make()
+    await store.open()  # connections are lazy: opening does not fail
+    try:
+        assert await store.ping() is False
+    finally:
+        await store.close()
+
+
+@pytest.mark.redis
+async def test_redis_keys_live_under_the_prefix() -> None:
+    prefix = f"modgate-test-{uuid.uuid4().hex}:"
+    store = RedisStore(REDIS_URL, prefix=prefix)
+    await store.open()
+    try:
+        recorded = incident(1)
+        await store.record_incident(recorded)
+        keys = sorted([key async for key in store.redis.scan_iter(match=f"{prefix}*")])
+        assert keys == [f"{prefix}incident:{recorded.id}", f"{prefix}incidents"]
+        # Another prefix on the same database sees nothing.
+        other = RedisStore(REDIS_URL, prefix=f"modgate-test-{uuid.uuid4().hex}:")
+        await other.open()
+        try:
+            assert await other.get_incident(recorded.id) is None
+            assert await other.recent_incidents() == []
+        finally:
+            await other.close()
+    finally:
+        await _delete_prefix(prefix)
+        await store.close()
