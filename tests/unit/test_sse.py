@@ -155,7 +155,7 @@ def test_mixed_line_endings() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG: SSEParser.feed holds back a trailing CR (gateway/stream/sse.py:41) so an event "
+    reason="BUG: SSEParser.feed holds back a trailing CR (gateway/stream/sse.py:42) so an event "
     "ended by a bare CR CR is only delivered when more bytes arrive or at close()",
 )
 def test_bare_cr_event_is_delivered_by_the_feed_that_ends_it() -> None:
