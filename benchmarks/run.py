@@ -245,3 +245,6 @@ if __name__ == "__main__":
         main()
     except KeyboardInterrupt:
         sys.exit(130)
+    except RuntimeError as exc:  # a child failed to start: its log tail is in the message
+        sys.stderr.write(f"benchmark aborted: {exc}\n")
+        sys.exit(1)
