@@ -33,7 +33,11 @@ class _Entry:
     """A classifier entry and the folder of the file that defined it (for relative paths)."""
 
     spec: dict[str, Any]
-    base_dir: Path
+    path: Path
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
 
 
 def bundled_policy_path(name: str = "default") -> Path:
@@ -103,7 +107,7 @@ def _load_chain(path: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], dic
         chain = " -> ".join(str(p) for p in (*seen, path))
         raise PolicyError(f"{path}: extends forms a cycle: {chain}")
     data = _read_yaml(path)
-    own = {cid: _Entry(dict(spec), path.parent) for cid, spec in (data.get("classifiers") or {}).items()}
+    own = {cid: _Entry(dict(spec), path) for cid, spec in (data.get("classifiers") or {}).items() if spec}
     parent_ref = data.get("extends")
     if parent_ref is None:
         return data, own
@@ -128,9 +132,9 @@ def _build_classifiers(
         try:
             validated = registry.validate(type_name, params, entry.base_dir)
         except ValidationError as exc:
-            raise PolicyError(_format_validation(path, exc, f"classifiers.{cid}")) from exc
+            raise PolicyError(_format_validation(entry.path, exc, f"classifiers.{cid}")) from exc
         except ValueError as exc:
-            raise PolicyError(f"{path}: classifiers.{cid}.type: {exc}") from exc
+            raise PolicyError(f"{entry.path}: classifiers.{cid}.type: {exc}") from exc
         classifier = registry.build(cid, type_name, validated)
         built[cid] = classifier
         revisions.append(f"{cid}={getattr(classifier, 'revision', '')}")

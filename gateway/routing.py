@@ -118,9 +118,19 @@ class Router:
         return self.default_policy
 
     def passthrough(self, path: str) -> bool:
+        if not _is_clean(path):
+            return False
         for allowed in self.config.passthrough:
             if allowed.endswith("*") and path.startswith(allowed[:-1]):
                 return True
             if path == allowed:
                 return True
         return False
+
+
+def _is_clean(path: str) -> bool:
+    """No dot segments, empty segments or backslashes: the upstream (or httpx) would resolve
+    them, so ``/v1/files/../chat/completions`` would reach a screened endpoint unscreened."""
+    if "\\" in path or "//" in path:
+        return False
+    return all(segment not in (".", "..") for segment in path.split("/"))

@@ -54,6 +54,8 @@ class RedisStore:
         return Incident.from_dict(json.loads(body)) if body else None
 
     async def recent_incidents(self, limit: int = 50) -> list[Incident]:
+        if limit <= 0:  # ZREVRANGE 0 -1 would mean "all"
+            return []
         ids = [str(i) for i in await self.redis.zrevrange(f"{self.prefix}incidents", 0, limit - 1)]
         if not ids:
             return []

@@ -185,10 +185,12 @@ def cut_chunk(
     policy: Policy,
     decision: Decision,
     incident_id: str | None,
+    finished: set[int] = frozenset(),  # type: ignore[assignment]
 ) -> dict[str, Any]:
-    """The final chunk after a cut: the canned reply, ``content_filter``, and why."""
+    """The final chunk after a cut: the canned reply, ``content_filter``, and why, for every
+    choice that has not finished already."""
     message = policy.spec.refusal.message
-    indices = sorted({key[0] for key in channels} or {0})
+    indices = sorted(({key[0] for key in channels} or {0}) - finished)
     choices = []
     for i in indices:
         shown = channels.get((i, "content", -1))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -23,7 +23,7 @@ import orjson
 from classifiers.base import Span, StreamingClassifier
 from gateway.errors import UpstreamUnavailable
 from gateway.metrics import Metrics
-from gateway.policy import Action, Policy
+from gateway.policy import Action, Policy, severity
 from gateway.screening import Decision, Hit, Segment, screen
 from gateway.stream import chunks as ck
 from gateway.stream.channels import ChannelKey, ChannelState
@@ -61,6 +61,10 @@ class StreamGuard:
     channels: dict[ChannelKey, ChannelState] = field(default_factory=dict)
     soft_hits: list[Hit] = field(default_factory=list)
     soft_segments: list[Segment] = field(default_factory=list)
+    soft_seen: set[tuple[ChannelKey, str, int, int]] = field(default_factory=set)
+    soft_exposed: int = 0
+    #: Choices whose finish chunk reached the client; a cut leaves them alone.
+    finished: set[int] = field(default_factory=set)
     template: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -120,7 +124,9 @@ class StreamGuard:
         cut = await self._check(final)
         if cut is not None:
             return b"", cut, done
-        return self._render(parsed), None, done
+        out = self._render(parsed)
+        self.finished |= finishing
+        return out, None, done
 
     async def _finish(self) -> tuple[bytes, Cut | None]:
         """The upstream ended (with or without ``[DONE]``): a last check with no hold-back."""
@@ -141,14 +147,19 @@ class StreamGuard:
         decision = await screen(self.policy, segments, "output", self.metrics)
         holdbacks = [0 if (s.key in final or not self.hold) else self._holdback(s.window) for s in dirty]
         hits = [
-            h
+            live
             for h in decision.hits
-            if _touches_pending(h, dirty[h.segment])
-            and not _inside_tail(h, len(segments[h.segment].text) - holdbacks[h.segment])
+            if (
+                live := _live(
+                    h, len(dirty[h.segment].context), len(segments[h.segment].text) - holdbacks[h.segment]
+                )
+            )
         ]
         stopping = [h for h in hits if h.action in ("refuse", "block")]
         if stopping:
-            return self._make_cut(decision, stopping, dirty, segments)
+            action = max((h.action for h in stopping), key=severity)
+            cut_decision = Decision(action, "output", decision.policy, decision.policy_version, tuple(hits))
+            return self._make_cut(cut_decision, stopping, dirty, segments)
         for hit in hits:
             self._soft(hit, dirty[hit.segment], segments[hit.segment])
         for state, holdback in zip(dirty, holdbacks, strict=True):
@@ -166,12 +177,22 @@ class StreamGuard:
         )
 
     def _soft(self, hit: Hit, state: ChannelState, segment: Segment) -> None:
+        """Note a flag or redact hit once per span (a span can be seen by several checks)."""
         shift = state.window_start
-        spans = tuple(Span(s.start + shift, s.end + shift, s.code, s.score, s.detail) for s in hit.spans)
+        spans = []
+        for s in hit.spans:
+            key = (state.key, s.code, s.start + shift, s.end + shift)
+            if key not in self.soft_seen:
+                self.soft_seen.add(key)
+                spans.append(Span(s.start + shift, s.end + shift, s.code, s.score, s.detail))
+        if hit.spans and not spans:
+            return
         if hit.action == "redact":
             state.redactions.extend(s for s in spans if s.end > state.released)
+        # In async mode part of a span may already be on the client's screen.
+        self.soft_exposed += sum(max(0, min(s.end, state.released) - s.start) for s in spans)
         self.soft_hits.append(
-            Hit(hit.code, hit.score, hit.classifier, hit.action, len(self.soft_segments), spans)
+            Hit(hit.code, hit.score, hit.classifier, hit.action, len(self.soft_segments), tuple(spans))
         )
         self.soft_segments.append(segment)
 
@@ -215,7 +236,9 @@ class StreamGuard:
         self.on_cut(cut.decision)
         incident_id = await self.record(cut.decision, cut.segments, cut.exposed_chars, cut.offsets)
         await self._record_soft()
-        final = ck.cut_chunk(self.template, self.channels, self.policy, cut.decision, incident_id)
+        final = ck.cut_chunk(
+            self.template, self.channels, self.policy, cut.decision, incident_id, self.finished
+        )
         return encode_data(orjson.dumps(final)) + DONE
 
     async def _record_soft(self) -> None:
@@ -224,17 +247,18 @@ class StreamGuard:
         hits, self.soft_hits = tuple(self.soft_hits), []
         action: Action = "redact" if any(h.action == "redact" for h in hits) else "flag"
         decision = Decision(action, "output", self.policy.name, self.policy.version, hits)
-        await self.record(decision, self.soft_segments, 0, [[s.start, s.end] for h in hits for s in h.spans])
+        offsets = sorted([s.start, s.end] for h in hits for s in h.spans)
+        await self.record(decision, self.soft_segments, self.soft_exposed, offsets)
 
 
-def _inside_tail(hit: Hit, tail_start: int) -> bool:
-    """A match that ends inside the held-back tail may still change (a word-bounded term
-    that turns out to be part of a longer word); it stays held and is decided next time."""
-    return bool(hit.spans) and all(s.end > tail_start for s in hit.spans)
+def _live(hit: Hit, context_len: int, tail_start: int) -> Hit | None:
+    """The hit with only the spans this check decides, or None when none is left.
 
-
-def _touches_pending(hit: Hit, state: ChannelState) -> bool:
-    """Spans wholly inside the released context were decided by an earlier check."""
+    Spans wholly inside the released context were decided by an earlier check. Spans that end
+    inside the held-back tail may still change (a word-bounded term that turns out to be part
+    of a longer word): that text stays held and the next check decides them.
+    """
     if not hit.spans:
-        return True
-    return any(s.end > len(state.context) for s in hit.spans)
+        return hit
+    spans = tuple(s for s in hit.spans if context_len < s.end <= tail_start)
+    return replace(hit, spans=spans) if spans else None

@@ -32,15 +32,19 @@ class SSEParser:
     def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
         self._buf = b""
         self._max = max_event_bytes
-        self._pending_cr = False
+        self._skip_lf = False
+        self._started = False
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        if self._pending_cr:
-            chunk = b"\r" + chunk
-            self._pending_cr = False
+        if not self._started and chunk:
+            self._started = True
+            chunk = chunk.removeprefix(b"\xef\xbb\xbf")  # the SSE spec strips a leading BOM
+        if self._skip_lf and chunk:
+            # The previous read ended in CR, already taken as a line end: this LF completes it.
+            chunk = chunk[1:] if chunk.startswith(b"\n") else chunk
+            self._skip_lf = False
         if b"\r" in chunk:
-            if chunk.endswith(b"\r"):  # may be the first half of a CRLF split across reads
-                chunk, self._pending_cr = chunk[:-1], True
+            self._skip_lf = chunk.endswith(b"\r")
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buf = self._buf + chunk
         events = []

@@ -102,6 +102,13 @@ passthrough: ["/v1/files/*"]
         assert client.get("/v1/files/abc?purpose=x").status_code == 200
         assert upstream.app.last().path == "/v1/files/abc"
         assert client.get("/v1/filesystem").status_code == 404
+        upstream.app.clear()
+        body = {"model": "m", "messages": [{"role": "user", "content": "zorblax"}]}
+        for sneaky in ("/v1/files/%2e%2e/chat/completions", "/v1/files/%2E%2E/chat/completions",
+                       "/v1/files//../chat/completions", "/v1/files/.%2e/chat/completions"):  # fmt: skip
+            resp = client.post(sneaky, json=body)
+            assert resp.status_code == 404, sneaky
+        assert upstream.app.requests == []  # a passthrough prefix is no way around screening
 
 
 @pytest.mark.parametrize(

@@ -183,11 +183,6 @@ def test_null_removes_an_inherited_rule(tmp_path: Path) -> None:
     assert "A.1" in policy.spec.rules  # the others stay
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: policy_loader._load_chain calls dict(spec) on a null classifier entry "
-    "(line 106) and raises TypeError instead of removing the inherited classifier",
-)
 def test_null_removes_an_inherited_classifier(tmp_path: Path) -> None:
     child = write(tmp_path, "child.yaml", "name: child\nextends: default\nclassifiers:\n  pii: null\n")
     policy = load_policy(child)
@@ -337,11 +332,6 @@ def test_errors_in_the_parent_name_the_parent(tmp_path: Path) -> None:
     assert "rules.A.1.input" in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: policy_loader._build_classifiers names the top-level file, not the file "
-    "that defined the classifier, when a parent's classifier entry is invalid",
-)
 def test_bad_classifier_in_the_parent_names_the_parent(tmp_path: Path) -> None:
     parent = write(
         tmp_path / "base",

@@ -171,15 +171,7 @@ async def test_recent_default_limit_is_50(store: Store) -> None:
     assert recent[-1].request_id == "req-5"
 
 
-async def test_recent_with_limit_zero_is_empty(store: Store, request: pytest.FixtureRequest) -> None:
-    if isinstance(store, RedisStore):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="BUG: RedisStore.recent_incidents(0) asks ZREVRANGE for 0..-1, i.e. every "
-                "incident, where SQLite's LIMIT 0 returns none",
-            )
-        )
+async def test_recent_with_limit_zero_is_empty(store: Store) -> None:
     for n in range(3):
         await store.record_incident(incident(n))
     assert await store.recent_incidents(0) == []

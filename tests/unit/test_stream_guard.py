@@ -482,11 +482,6 @@ async def test_a_term_split_across_two_choices_is_not_a_term(hold: Policy) -> No
     assert_passed(result)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: chunks.cut_chunk adds a content_filter choice for every channel's choice, also "
-    "one that already finished with 'stop', so the client gets content after its finish_reason",
-)
 async def test_cut_leaves_a_finished_choice_alone(hold: Policy) -> None:
     chunks = [content("完成了。", 0), chunk({}, "stop", 0), content("a zor", 1), content("blax b", 1)]
     chunks += [chunk({}, "stop", 1), DONE]
@@ -628,22 +623,12 @@ async def test_flag_then_block_records_both(hold: Policy) -> None:
     assert result.records[1].offsets == [[0, 3]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: guard._soft records every span of a hit, also spans in the already checked "
-    "context and spans seen by an earlier check, so a flag incident lists one span several times",
-)
 async def test_flag_offsets_list_each_span_once(hold: Policy) -> None:
     result = await guard(hold, stream(["标", "记", "词 and flag", "word!"]))
     [recorded] = result.records
     assert recorded.offsets == [[0, 3], [8, 16]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: guard._inside_tail keeps a hit whose older span is outside the held tail, so a "
-    "word-bounded term at the tail is redacted before the next chunk shows it is part of a longer word",
-)
 async def test_redact_waits_for_the_word_to_end(hold: Policy) -> None:
     result = await guard(hold, stream(["secretword here, and secretword", "s are fine."]))
     assert result.text() == "[REDACTED] here, and secretwords are fine."
@@ -655,11 +640,6 @@ async def test_word_bounded_term_alone_in_the_tail_waits(hold: Policy) -> None:
     assert result.records == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: guard._record_soft always records exposed_chars=0; in async mode part of a "
-    "span to redact has already reached the client",
-)
 async def test_async_redact_records_what_was_exposed(async_mode: Policy) -> None:
     result = await guard(async_mode, stream(["call 138", "0013", "8000 ok"]))
     [recorded] = result.records
