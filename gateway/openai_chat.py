@@ -68,12 +68,12 @@ class ChatRequest(_Open):
 def parse_json_object(body: bytes) -> dict[str, Any]:
     """Bytes → JSON object, with a 400 that says what is wrong (never what the text was)."""
     try:
-        body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidRequest(f"request body is not valid UTF-8 (byte {exc.start})") from exc
-    try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        try:  # only now, off the hot path: tell bad encoding from bad syntax
+            body.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise InvalidRequest(f"request body is not valid UTF-8 (byte {bad.start})") from exc
         raise InvalidRequest(f"request body is not valid JSON: {exc.msg} at char {exc.pos}") from exc
     if not isinstance(value, dict):
         raise InvalidRequest("request body must be a JSON object")
