@@ -29,7 +29,7 @@ from gateway.routing import Route, Router, Upstream
 from gateway.screening import Segment, screen
 from gateway.settings import Settings
 from gateway.store.base import Store, open_store
-from gateway.upstream import build_client
+from gateway.upstream import UpstreamClient
 
 __all__ = ["AppState", "app_from_env", "create_app", "load_gateway"]
 
@@ -84,10 +84,7 @@ async def _warm(state: AppState) -> None:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: AppState = app.state.modgate
     cfg = state.config
-    upstreams = {
-        name: Upstream(name, up, build_client(up, state.settings.http_transport))
-        for name, up in cfg.upstreams.items()
-    }
+    upstreams = {name: Upstream(name, up, UpstreamClient(up)) for name, up in cfg.upstreams.items()}
     routes = [Route(r, upstreams[r.upstream], state.policies[cfg.policy_path(r.policy)]) for r in cfg.routes]
     state.router = Router(cfg, routes, state.default_policy)
     if not routes:

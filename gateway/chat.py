@@ -16,7 +16,6 @@ from gateway.errors import (
     GatewayError,
     UpstreamUnavailable,
     error_body,
-    translate_upstream_errors,
 )
 from gateway.openai_chat import (
     ChatRequest,
@@ -108,8 +107,7 @@ async def _complete(call: _Call, headers: dict[str, str], body: bytes) -> Respon
     sent = time.perf_counter()
     response, _ = await open_upstream(call.route.upstream, "POST", ROUTE, headers, body, state.metrics)
     try:
-        with translate_upstream_errors():
-            raw = await response.aread()
+        raw = await response.aread()
     finally:
         await response.aclose()
     upstream_seconds = time.perf_counter() - sent
@@ -154,13 +152,8 @@ async def _stream(call: _Call, headers: dict[str, str], body: bytes) -> Response
         on_cut=lambda d: _count_cut(state, d, mode),
     )
 
-    async def upstream_bytes() -> Any:
-        with translate_upstream_errors():
-            async for chunk in response.aiter_bytes():
-                yield chunk
-
     return GuardedStreamResponse(
-        guard.run(upstream_bytes()),
+        guard.run(response.aiter_bytes()),
         on_close=response.aclose,
         error_event=_error_event,
         headers=response_headers(response.headers),

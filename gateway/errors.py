@@ -21,11 +21,8 @@ Messages never quote the client's content.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import httpx
 import orjson
 
 __all__ = [
@@ -42,7 +39,6 @@ __all__ = [
     "UpstreamTimeout",
     "UpstreamUnavailable",
     "error_body",
-    "translate_upstream_errors",
 ]
 
 
@@ -153,14 +149,3 @@ def error_body(
 
 def error_bytes(exc: GatewayError) -> bytes:
     return orjson.dumps(exc.body())
-
-
-@contextmanager
-def translate_upstream_errors() -> Iterator[None]:
-    """Map httpx's transport exceptions to the gateway's tree, keeping the cause."""
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        raise UpstreamTimeout("the upstream did not answer in time") from exc
-    except httpx.TransportError as exc:
-        raise UpstreamUnavailable(f"the upstream could not be reached ({type(exc).__name__})") from exc

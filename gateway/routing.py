@@ -7,12 +7,14 @@ import hmac
 import logging
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-
-import httpx
+from typing import TYPE_CHECKING
 
 from gateway.config import GatewayConfig, RouteConfig, UpstreamConfig
 from gateway.errors import NotFound, Unauthorized
 from gateway.policy import Policy
+
+if TYPE_CHECKING:
+    from gateway.upstream import UpstreamClient
 
 __all__ = ["Caller", "Route", "Router", "Upstream"]
 
@@ -23,7 +25,7 @@ log = logging.getLogger(__name__)
 class Upstream:
     name: str
     config: UpstreamConfig
-    client: httpx.AsyncClient
+    client: UpstreamClient
 
     def url(self, path: str) -> str:
         """``/v1/chat/completions`` → ``{base_url}/chat/completions`` (base URL includes /v1)."""

@@ -34,9 +34,6 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, le=64)
     admin_token: SecretStr | None = Field(None, description="Bearer token for /admin endpoints.")
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="Request body limit (413 above).")
-    http_transport: Literal["aiohttp", "httpx"] = Field(
-        "aiohttp", description="Upstream transport; see benchmarks/README.md for the measurement."
-    )
     drain_seconds: float = Field(5.0, ge=0, le=120, description="How long SIGTERM waits for open streams.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = False

@@ -1,21 +1,33 @@
-"""Upstream HTTP: one pooled client per upstream, header forwarding, error translation."""
+"""Upstream HTTP: one pooled aiohttp session per upstream, header forwarding, error mapping.
+
+The transport was picked by measurement (benchmarks/README.md): httpx's own pool collapses
+under concurrency, and even over an aiohttp transport the httpx layer costs more CPU per
+request than the whole floor proxy, so the gateway speaks aiohttp directly.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
 
-import httpx
+import aiohttp
 import orjson
-from httpx_aiohttp import HttpxAiohttpClient
+from multidict import CIMultiDictProxy
 
 from gateway.config import UpstreamConfig
-from gateway.errors import UpstreamStatus, UpstreamUnavailable, translate_upstream_errors
+from gateway.errors import UpstreamStatus, UpstreamTimeout, UpstreamUnavailable
 from gateway.metrics import Metrics
 from gateway.routing import Caller, Upstream
 
-__all__ = ["build_client", "forward_headers", "open_upstream", "response_headers"]
+__all__ = [
+    "UpstreamClient",
+    "UpstreamResponse",
+    "forward_headers",
+    "open_upstream",
+    "response_headers",
+    "translate_upstream_errors",
+]
 
 # Hop-by-hop headers, and what the gateway sets itself or must never pass on.
 _DROP_REQUEST = frozenset(
@@ -33,15 +45,74 @@ _DROP_RESPONSE = frozenset(
 )  # fmt: skip
 
 
-def build_client(config: UpstreamConfig, transport: Literal["aiohttp", "httpx"]) -> httpx.AsyncClient:
-    t = config.timeout
-    timeout = httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool)
-    limits = httpx.Limits(
-        max_connections=config.max_connections, max_keepalive_connections=config.max_connections
-    )
-    if transport == "aiohttp":
-        return HttpxAiohttpClient(timeout=timeout, limits=limits)
-    return httpx.AsyncClient(timeout=timeout, limits=limits)
+@contextmanager
+def translate_upstream_errors() -> Iterator[None]:
+    """Map aiohttp's exceptions to the gateway's tree, keeping the cause."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise UpstreamTimeout("the upstream did not answer in time") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamUnavailable("the upstream could not be reached") from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise UpstreamUnavailable(f"the upstream connection failed ({type(exc).__name__})") from exc
+
+
+class UpstreamResponse:
+    """An upstream response whose body has not been read yet."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status_code = response.status
+        self.headers: CIMultiDictProxy[str] = response.headers
+
+    async def aread(self) -> bytes:
+        with translate_upstream_errors():
+            return await self._response.read()
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """Bytes as they arrive (decompressed), not waiting to fill a buffer."""
+        with translate_upstream_errors():
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+
+    async def aclose(self) -> None:
+        """Drop the connection unless the body was read to the end: an unfinished generation
+        upstream stops when its connection goes away."""
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
+
+
+class UpstreamClient:
+    """One pooled session for one upstream; created inside the running event loop."""
+
+    def __init__(self, config: UpstreamConfig) -> None:
+        self.config = config
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        t = self.config.timeout
+        connector = aiohttp.TCPConnector(limit=self.config.max_connections, limit_per_host=0)
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=t.pool + t.connect, sock_connect=t.connect, sock_read=t.read
+        )
+        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=True)
+        return self._session
+
+    async def send(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None
+    ) -> UpstreamResponse:
+        session = self._session or self._open()
+        with translate_upstream_errors():
+            response = await session.request(method, url, headers=headers, data=body, allow_redirects=False)
+        return UpstreamResponse(response)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
 def forward_headers(
@@ -53,7 +124,7 @@ def forward_headers(
     return headers
 
 
-def response_headers(upstream_headers: httpx.Headers) -> dict[str, str]:
+def response_headers(upstream_headers: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in upstream_headers.items() if k.lower() not in _DROP_RESPONSE}
 
 
@@ -65,18 +136,16 @@ async def open_upstream(
     body: bytes | None,
     metrics: Metrics,
     query: str = "",
-) -> tuple[httpx.Response, float]:
+) -> tuple[UpstreamResponse, float]:
     """Send and return the response with its body not yet read, and the seconds to headers.
 
     An error status is read, closed and raised as :class:`UpstreamStatus` so that the client
     sees the upstream's own status and error body.
     """
     url = upstream.url(path) + (f"?{query}" if query else "")
-    request = upstream.client.build_request(method, url, headers=headers, content=body)
     start = time.perf_counter()
     try:
-        with translate_upstream_errors():
-            response = await upstream.client.send(request, stream=True)
+        response = await upstream.client.send(method, url, headers, body)
     except UpstreamUnavailable:
         metrics.upstream_errors.labels(upstream.name, "connect").inc()
         raise
@@ -88,8 +157,7 @@ async def open_upstream(
     if response.status_code >= 400:
         metrics.upstream_errors.labels(upstream.name, f"http_{response.status_code // 100}xx").inc()
         try:
-            with translate_upstream_errors():
-                raw = await response.aread()
+            raw = await response.aread()
         finally:
             await response.aclose()
         try:
