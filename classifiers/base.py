@@ -6,6 +6,7 @@ them from their own pydantic params models, referenced by ``type:`` in policy fi
 
 Optional abilities are separate small protocols:
 
+* :class:`InlineClassifier` -- cheap and synchronous, run inline on the event loop.
 * :class:`StreamingClassifier` -- can say how much of a text's tail must be held back in
   a stream because it could still grow into a match (lexicon, patterns).
 """
@@ -18,7 +19,15 @@ from typing import Annotated, Protocol, runtime_checkable
 
 from pydantic import StringConstraints
 
-__all__ = ["RISK_CODE_PATTERN", "Classifier", "RiskCode", "Scores", "Span", "StreamingClassifier"]
+__all__ = [
+    "RISK_CODE_PATTERN",
+    "Classifier",
+    "InlineClassifier",
+    "RiskCode",
+    "Scores",
+    "Span",
+    "StreamingClassifier",
+]
 
 #: GB/T 45654-2025 Appendix A codes (``A.1.d``) and custom ones (``X.jailbreak``); a bare
 #: letter or a partial code (``A``, ``A.1``) names a whole branch in policy rules.
@@ -62,6 +71,16 @@ class Classifier(Protocol):
     async def classify(self, texts: Sequence[str]) -> list[Scores]:
         """Score every text; the result has the same length and order as ``texts``."""
         ...
+
+
+@runtime_checkable
+class InlineClassifier(Protocol):
+    """A classifier cheap enough to run on the event loop without a hop (keywords, regexes):
+    the screener calls ``scan`` directly, with no task or timeout around it."""
+
+    name: str
+
+    def scan(self, text: str) -> Scores: ...
 
 
 @runtime_checkable

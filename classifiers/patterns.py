@@ -11,6 +11,7 @@ not a phone number. Spans are reported in original-text offsets.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -78,6 +79,15 @@ def _valid_bank_card(candidate: str) -> bool:
 class _Detector:
     pattern: str
     check: Callable[[str], bool] | None = None
+    #: A stdlib regex that every match contains: a cheap C search that skips most texts.
+    needs: str | None = None
+    #: Characters a match can end with; an open match at the end of a stream always ends
+    #: with the text's last character, so hold-back skips the rule when that is not one.
+    ends: frozenset[str] | None = None
+
+
+_DIGIT_END = frozenset("0123456789+- x")
+_EMAIL_END = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._%+-@")
 
 
 #: Built-in detectors by name; their patterns assume normalised text.
@@ -87,17 +97,27 @@ BUILTIN_DETECTORS: Mapping[str, _Detector] = {
         r"(?<![0-9])[1-9][0-9]{5}(?:19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])"
         r"[0-9]{3}[0-9x](?![0-9])",
         _valid_cn_id,
+        needs=r"[0-9]{8}",
+        ends=_DIGIT_END,
     ),
     # Mainland mobile 1[3-9]x, optional +86/0086, 3-4-4 grouping with single spaces/hyphens.
-    "cn_mobile": _Detector(r"(?<![0-9])(?:(?:\+|00)86[ -]?)?1[3-9][0-9](?:[ -]?[0-9]{4}){2}(?![0-9])"),
+    "cn_mobile": _Detector(
+        r"(?<![0-9])(?:(?:\+|00)86[ -]?)?1[3-9][0-9](?:[ -]?[0-9]{4}){2}(?![0-9])",
+        needs=r"1[3-9][0-9]",
+        ends=_DIGIT_END,
+    ),
     # Card numbers: plain 12-19 digits, groups of four, or the 4-6-5 (Amex) grouping.
     "bank_card": _Detector(
         r"(?<![0-9])(?:[0-9]{4}(?:[ -][0-9]{4}){2,3}(?:[ -][0-9]{1,3})?"
         r"|[0-9]{4}[ -][0-9]{6}[ -][0-9]{4,5}|[0-9]{12,19})(?![0-9])",
         _valid_bank_card,
+        needs=r"[0-9]{4}",
+        ends=_DIGIT_END,
     ),
     "email": _Detector(
-        r"(?<![a-z0-9._%+-])[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}(?![a-z0-9-])"
+        r"(?<![a-z0-9._%+-])[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}(?![a-z0-9-])",
+        needs="@",
+        ends=_EMAIL_END,
     ),
 }
 
@@ -169,12 +189,15 @@ class PatternRule:
     code: str
     pattern: Any  # regex.Pattern[str]; the regex module ships no type stubs
     check: Callable[[str], bool] | None = None
+    needs: re.Pattern[str] | None = None
+    ends: frozenset[str] | None = None
 
     @classmethod
     def builtin(cls, detector: str, code: str) -> PatternRule:
         """The built-in detector ``detector`` (a key of :data:`BUILTIN_DETECTORS`)."""
         spec = BUILTIN_DETECTORS[detector]
-        return cls(detector, code, regex.compile(spec.pattern), spec.check)
+        needs = re.compile(spec.needs) if spec.needs else None
+        return cls(detector, code, regex.compile(spec.pattern), spec.check, needs, spec.ends)
 
 
 class PatternClassifier:
@@ -207,6 +230,8 @@ class PatternClassifier:
         norm = normalize(text)
         spans: list[Span] = []
         for rule in self._rules:
+            if rule.needs is not None and rule.needs.search(norm.text) is None:
+                continue
             for match in rule.pattern.finditer(norm.text, timeout=MATCH_TIMEOUT_S):
                 if match.start() == match.end() or (rule.check and not rule.check(match.group())):
                     continue
@@ -224,7 +249,10 @@ class PatternClassifier:
         norm = normalize_tail(text, HOLDBACK_WINDOW + 2)
         tail = norm.text
         earliest = len(tail)
+        last = tail[-1:]
         for rule in self._rules:
+            if rule.ends is not None and last not in rule.ends:
+                continue
             earliest = _open_match_start(rule.pattern, tail, max(0, len(tail) - HOLDBACK_WINDOW), earliest)
         return norm.original_length - norm.original_offset(earliest)
 

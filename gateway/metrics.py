@@ -7,6 +7,7 @@ With ``--workers N`` the CLI sets ``PROMETHEUS_MULTIPROC_DIR`` before the worker
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -22,6 +23,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[str, Any] = {}
         r = self.registry
         self.requests = Counter(
             "modgate_requests_total", "HTTP requests by route and status", ["route", "status"], registry=r
@@ -78,6 +80,13 @@ class Metrics:
         self.stream_cuts = Counter(
             "modgate_stream_cuts_total", "Streams cut by a decision", ["code", "mode"], registry=r
         )
+
+    def classifier_done(self, name: str, seconds: float) -> None:
+        """Hot path: labelled children are looked up once and kept."""
+        child = self._children.get(name)
+        if child is None:
+            child = self._children[name] = self.classifier_seconds.labels(name)
+        child.observe(seconds)
 
     def render(self) -> bytes:
         """The Prometheus text exposition; across all workers in multi-process mode."""

@@ -16,11 +16,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from classifiers.base import RISK_CODE_PATTERN, Classifier
+from classifiers.base import RISK_CODE_PATTERN, Classifier, InlineClassifier, StreamingClassifier
 
 __all__ = [
     "ACTIONS",
@@ -125,6 +126,18 @@ class Policy:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @cached_property
+    def inline_classifiers(self) -> tuple[InlineClassifier, ...]:
+        return tuple(c for c in self.classifiers.values() if isinstance(c, InlineClassifier))
+
+    @cached_property
+    def awaited_classifiers(self) -> tuple[Classifier, ...]:
+        return tuple(c for c in self.classifiers.values() if not isinstance(c, InlineClassifier))
+
+    @cached_property
+    def streaming_classifiers(self) -> tuple[StreamingClassifier, ...]:
+        return tuple(c for c in self.classifiers.values() if isinstance(c, StreamingClassifier))
 
     def rule_for(self, code: str) -> Rule:
         rules = self.spec.rules

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from classifiers.base import Classifier, Scores, Span
+from classifiers.base import Classifier, InlineClassifier, Scores, Span
 from gateway.metrics import Metrics
 from gateway.policy import Action, Policy, severity
 
@@ -74,18 +74,33 @@ class Decision:
         ]
 
 
+def _failed(name: str, exc: Exception, metrics: Metrics | None) -> Exception:
+    log.warning("classifier failed classifier=%s error=%s", name, type(exc).__name__)
+    if metrics:
+        metrics.classifier_errors.labels(name).inc()
+    return exc
+
+
+def _run_inline(clf: InlineClassifier, texts: list[str], metrics: Metrics | None) -> Any:
+    start = time.perf_counter()
+    try:
+        result = [clf.scan(text) for text in texts]
+    except Exception as exc:  # a failing classifier must not take the request down; on_error decides
+        return _failed(clf.name, exc, metrics)
+    if metrics:
+        metrics.classifier_done(clf.name, time.perf_counter() - start)
+    return result
+
+
 async def _run(clf: Classifier, texts: list[str], limit_s: float, metrics: Metrics | None) -> Any:
     start = time.perf_counter()
     try:
         async with asyncio.timeout(limit_s):
             result = await clf.classify(texts)
     except Exception as exc:  # a failing classifier must not take the request down; on_error decides
-        log.warning("classifier failed classifier=%s error=%s", clf.name, type(exc).__name__)
-        if metrics:
-            metrics.classifier_errors.labels(clf.name).inc()
-        return exc
+        return _failed(clf.name, exc, metrics)
     if metrics:
-        metrics.classifier_seconds.labels(clf.name).observe(time.perf_counter() - start)
+        metrics.classifier_done(clf.name, time.perf_counter() - start)
     return result
 
 
@@ -104,19 +119,21 @@ async def screen(
 ) -> Decision:
     """Run every classifier of the policy over the segments and apply its rules."""
     texts = [s.text for s in segments]
-    classifiers = list(policy.classifiers.values())
-    if not texts or not classifiers:
+    inline, awaited = policy.inline_classifiers, policy.awaited_classifiers
+    if not texts or not (inline or awaited):
         return Decision("allow", direction, policy.name, policy.version, (), tuple({} for _ in texts))
+    names = [c.name for c in inline] + [c.name for c in awaited]
+    results = [_run_inline(c, texts, metrics) for c in inline]
     timeout = policy.spec.classifier_timeout_s
-    if len(classifiers) == 1:
-        results = [await _run(classifiers[0], texts, timeout, metrics)]
-    else:
-        results = await asyncio.gather(*(_run(c, texts, timeout, metrics) for c in classifiers))
+    if len(awaited) == 1:
+        results.append(await _run(awaited[0], texts, timeout, metrics))
+    elif awaited:
+        results.extend(await asyncio.gather(*(_run(c, texts, timeout, metrics) for c in awaited)))
     hits: list[Hit] = []
     scores: list[dict[str, float]] = [{} for _ in texts]
-    for clf, result in zip(classifiers, results, strict=True):
+    for name, result in zip(names, results, strict=True):
         if isinstance(result, BaseException) or len(result) != len(texts):
-            hits.extend(_error_hits(policy, clf.name, len(texts)))
+            hits.extend(_error_hits(policy, name, len(texts)))
             continue
         for i, verdict in enumerate(result):
             hits.extend(_hits(policy, verdict, i, direction, scores[i]))

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from classifiers.base import Span, StreamingClassifier
+from classifiers.base import Span
 from gateway.errors import UpstreamUnavailable
 from gateway.metrics import Metrics
 from gateway.policy import Action, Policy, severity
@@ -167,14 +167,7 @@ class StreamGuard:
         return None
 
     def _holdback(self, window: str) -> int:
-        return max(
-            (
-                c.holdback(window)
-                for c in self.policy.classifiers.values()
-                if isinstance(c, StreamingClassifier)
-            ),
-            default=0,
-        )
+        return max((c.holdback(window) for c in self.policy.streaming_classifiers), default=0)
 
     def _soft(self, hit: Hit, state: ChannelState, segment: Segment) -> None:
         """Note a flag or redact hit once per span (a span can be seen by several checks)."""
