@@ -20,7 +20,7 @@ from starlette.responses import Response
 from gateway.config import GatewayConfig, default_config, load_config
 from gateway.errors import GatewayError, InvalidRequest, NotFound, error_body
 from gateway.metrics import Metrics
-from gateway.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
+from gateway.middleware import EdgeMiddleware
 from gateway.policy import Policy
 from gateway.policy_loader import load_policy
 from gateway.recorder import Recorder
@@ -145,12 +145,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)
+    # Plain Starlette routes: these endpoints read the raw body themselves, so FastAPI's
+    # dependency and body handling would be pure overhead on the hot path.
     for module in (health, chat, moderations, passthrough):
-        app.include_router(module.router)
-    # Added innermost first: request id wraps everything, so even a 413 carries it.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(RequestIdMiddleware)
+        app.router.routes.extend(module.routes)
+    app.add_middleware(EdgeMiddleware, metrics=metrics, max_bytes=settings.max_body_bytes)
     return app
 
 

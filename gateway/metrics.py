@@ -24,6 +24,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._children: dict[str, Any] = {}
+        self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
         r = self.registry
         self.requests = Counter(
             "modgate_requests_total", "HTTP requests by route and status", ["route", "status"], registry=r
@@ -80,6 +81,17 @@ class Metrics:
         self.stream_cuts = Counter(
             "modgate_stream_cuts_total", "Streams cut by a decision", ["code", "mode"], registry=r
         )
+
+    def request_done(self, route: str, status: int, seconds: float) -> None:
+        key = (route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.requests.labels(route, str(status)),
+                self.request_seconds.labels(route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def classifier_done(self, name: str, seconds: float) -> None:
         """Hot path: labelled children are looked up once and kept."""

@@ -1,7 +1,7 @@
 """Pure ASGI middleware: request ids, body-size limit, request metrics.
 
-They wrap ``send``/``receive`` instead of buffering, so streamed responses flow through
-untouched. Order (outermost first) is set once in ``app.create_app``.
+It wraps ``send``/``receive`` instead of buffering, so streamed responses flow through
+untouched.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.errors import GatewayError, PayloadTooLarge, error_bytes
 from gateway.metrics import Metrics
 
-__all__ = ["BodyLimitMiddleware", "MetricsMiddleware", "RequestIdMiddleware"]
+__all__ = ["EdgeMiddleware", "send_error"]
 
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 _KNOWN_ROUTES = (
@@ -37,47 +37,40 @@ async def send_error(send: Send, exc: GatewayError, extra: list[tuple[bytes, byt
     await send({"type": "http.response.body", "body": body})
 
 
-class RequestIdMiddleware:
-    """Every response carries ``x-request-id``: the client's (if well-formed) or a new one."""
+class EdgeMiddleware:
+    """Everything every request needs at the edge, in one pure ASGI layer (one layer, not
+    three: each layer costs a call and a ``send`` wrapper per message on the hot path):
 
-    def __init__(self, app: ASGIApp) -> None:
+    * ``x-request-id`` on every response: the client's (if well-formed) or a new one;
+    * 413 for bodies over the limit, by Content-Length up front or by counting chunks;
+    * request count by route and status, and time to the last byte (streams included).
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_bytes: int) -> None:
         self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        given = _header(scope, b"x-request-id")
-        rid = given.decode() if given and _VALID_ID.match(given) else f"req_{os.urandom(12).hex()}"
-        scope.setdefault("state", {})["request_id"] = rid
-        raw = rid.encode()
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", raw)]
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
-
-
-class BodyLimitMiddleware:
-    """413 for bodies over the limit, by Content-Length up front or by counting chunks."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
+        self.metrics = metrics
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = PayloadTooLarge(f"request body exceeds the limit of {self.max_bytes} bytes")
-        length = _header(scope, b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await send_error(send, too_large)
-            return
-        seen = 0
+        start = time.perf_counter()
+        given = _header(scope, b"x-request-id")
+        rid = given.decode() if given and _VALID_ID.match(given) else f"req_{os.urandom(12).hex()}"
+        scope.setdefault("state", {}).update(request_id=rid, t0=start)
+        raw_id = rid.encode()
+        status = 500
         started = False
+        too_large = PayloadTooLarge(f"request body exceeds the limit of {self.max_bytes} bytes")
+        seen = 0
+
+        async def edge_send(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status, started = message["status"], True
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", raw_id)]
+            await send(message)
 
         async def counting_receive() -> Message:
             nonlocal seen
@@ -88,43 +81,16 @@ class BodyLimitMiddleware:
                     raise too_large
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        length = _header(scope, b"content-length")
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            if length is not None and length.isdigit() and int(length) > self.max_bytes:
+                await send_error(edge_send, too_large)
+            else:
+                await self.app(scope, counting_receive, edge_send)
         except PayloadTooLarge:
             if not started:
-                await send_error(send, too_large)
-
-
-class MetricsMiddleware:
-    """Counts requests by route and status and times them, streams included (to the last byte)."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = scope["path"]
-        route = path if path in _KNOWN_ROUTES else "other"
-        start = time.perf_counter()
-        scope.setdefault("state", {})["t0"] = start
-        status = 500
-
-        async def timed_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, timed_send)
+                await send_error(edge_send, too_large)
         finally:
-            self.metrics.requests.labels(route, str(status)).inc()
-            self.metrics.request_seconds.labels(route).observe(time.perf_counter() - start)
+            path = scope["path"]
+            route = path if path in _KNOWN_ROUTES else "other"
+            self.metrics.request_done(route, status, time.perf_counter() - start)

@@ -4,7 +4,6 @@ client goes away, whatever the ASGI server's spec version."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -83,19 +82,27 @@ async def _wait_disconnect(receive: Receive) -> None:
 
 async def race_disconnect(request: Request, work: Awaitable[Response]) -> Response:
     """Run ``work`` (after the body was read) but cancel it when the client disconnects, so
-    that an abandoned request does not keep an upstream generation running."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_disconnect(request.receive))
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
+    that an abandoned request does not keep an upstream generation running.
+
+    ``work`` runs in the current task, which a watcher cancels on disconnect: one task per
+    request instead of two.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    hung_up = False
+
+    async def watch() -> None:
+        nonlocal hung_up
+        await _wait_disconnect(request.receive)
+        hung_up = True
         task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if hung_up and task.uncancel() == 0:
+            return Response(status_code=499)
         raise
     finally:
         watcher.cancel()
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        return Response(status_code=499)
-    return task.result()

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from gateway.chat import handle_chat
 
-router = APIRouter()
 
-
-@router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     return await handle_chat(request)
+
+
+routes = [Route("/v1/chat/completions", chat_completions, methods=["POST"])]

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from gateway.app import AppState
 from gateway.responses import json_response
 
-router = APIRouter()
 
-
-@router.get("/healthz")
-async def healthz() -> Response:
+async def healthz(request: Request) -> Response:
     return json_response({"status": "ok"})
 
 
-@router.get("/readyz")
 async def readyz(request: Request) -> Response:
     state: AppState = request.app.state.modgate
     store_ok = await state.store.ping()
@@ -35,7 +32,13 @@ async def readyz(request: Request) -> Response:
     return json_response(body, 200 if ready else 503)
 
 
-@router.get("/metrics")
 async def metrics(request: Request) -> Response:
     state: AppState = request.app.state.modgate
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+routes = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from gateway.app import AppState
 from gateway.errors import InvalidRequest
@@ -14,8 +15,6 @@ from gateway.openai_chat import parse_json_object
 from gateway.policy import severity
 from gateway.responses import json_response
 from gateway.screening import Segment, screen
-
-router = APIRouter()
 
 
 def _inputs(payload: dict[str, Any]) -> list[str]:
@@ -37,7 +36,6 @@ def _inputs(payload: dict[str, Any]) -> list[str]:
     raise InvalidRequest("input: expected a string or a non-empty list of strings", param="input")
 
 
-@router.post("/v1/moderations")
 async def moderations(request: Request) -> Response:
     state: AppState = request.app.state.modgate
     payload = parse_json_object(await request.body())
@@ -81,3 +79,6 @@ async def moderations(request: Request) -> Response:
     return json_response(
         {"id": new_id("modr"), "model": f"modgate/{policy.name}@{policy.version}", "results": results}
     )
+
+
+routes = [Route("/v1/moderations", moderations, methods=["POST"])]

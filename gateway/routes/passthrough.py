@@ -6,21 +6,19 @@ that is not listed.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
 from starlette.background import BackgroundTask
+from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
 
 from gateway.app import AppState
 from gateway.errors import NotFound
 from gateway.upstream import forward_headers, open_upstream, response_headers
 
-router = APIRouter()
-
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
-@router.api_route("/{path:path}", methods=METHODS, include_in_schema=False)
-async def passthrough(request: Request, path: str) -> Response:
+async def passthrough(request: Request) -> Response:
     state: AppState = request.app.state.modgate
     full = request.url.path
     allowed = (full == "/v1/models" and request.method == "GET") or (
@@ -45,3 +43,6 @@ async def passthrough(request: Request, path: str) -> Response:
         headers=response_headers(response.headers),
         background=BackgroundTask(response.aclose),
     )
+
+
+routes = [Route("/{path:path}", passthrough, methods=METHODS)]
