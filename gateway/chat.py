@@ -69,7 +69,7 @@ async def handle_chat(request: Request) -> Response:
     caller = state.router.authenticate(request.headers.get("authorization"), request.headers.get("x-api-key"))
     payload = parse_json_object(body)
     chat = validate_chat(payload)
-    route = state.router.resolve(request.url.path, chat.model, caller)
+    route = state.router.resolve(request.scope["path"], chat.model, caller)
     rid = request.scope["state"]["request_id"]
     call = _Call(
         state,
