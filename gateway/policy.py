@@ -21,7 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from classifiers.base import RISK_CODE_PATTERN, Classifier, InlineClassifier, StreamingClassifier
+from classifiers.base import RISK_CODE_PATTERN, Classifier, InlineClassifier, Scores, StreamingClassifier
+from gateway.lru import LRU
 
 __all__ = [
     "ACTIONS",
@@ -126,6 +127,11 @@ class Policy:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @cached_property
+    def scan_cache(self) -> LRU[tuple[str, str], Scores]:
+        """Inline classifiers' results by (classifier, text); see ``screening._run_inline``."""
+        return LRU(2048)
 
     @cached_property
     def inline_classifiers(self) -> tuple[InlineClassifier, ...]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from classifiers.base import Classifier, InlineClassifier, Scores, Span
+from gateway.lru import LRU
 from gateway.metrics import Metrics
 from gateway.policy import Action, Policy, severity
 
@@ -81,13 +82,34 @@ def _failed(name: str, exc: Exception, metrics: Metrics | None) -> Exception:
     return exc
 
 
-def _run_inline(clf: InlineClassifier, texts: list[str], metrics: Metrics | None) -> Any:
+#: Texts longer than this are scanned every time rather than kept in the per-policy cache.
+CACHE_MAX_CHARS = 4096
+
+
+def _run_inline(
+    clf: InlineClassifier,
+    texts: list[str],
+    cache: LRU[tuple[str, str], Scores] | None,
+    metrics: Metrics | None,
+) -> Any:
+    """Scan inline; a text seen before (the system prompt and the chat history are re-sent on
+    every turn) is answered from the policy's cache, as the scan is a pure function of it."""
     start = time.perf_counter()
+    result = []
+    scanned = False
     try:
-        result = [clf.scan(text) for text in texts]
+        for text in texts:
+            key = (clf.name, text)
+            verdict = cache.get(key) if cache is not None else None
+            if verdict is None:
+                verdict = clf.scan(text)
+                scanned = True
+                if cache is not None and len(text) <= CACHE_MAX_CHARS:
+                    cache.put(key, verdict)
+            result.append(verdict)
     except Exception as exc:  # a failing classifier must not take the request down; on_error decides
         return _failed(clf.name, exc, metrics)
-    if metrics:
+    if metrics and scanned:
         metrics.classifier_done(clf.name, time.perf_counter() - start)
     return result
 
@@ -116,14 +138,21 @@ async def screen(
     segments: Sequence[Segment],
     direction: Direction,
     metrics: Metrics | None = None,
+    *,
+    cache: bool = True,
 ) -> Decision:
-    """Run every classifier of the policy over the segments and apply its rules."""
+    """Run every classifier of the policy over the segments and apply its rules.
+
+    ``cache=False`` for texts that will not come again (stream windows), so they do not push
+    the repeated ones out of the cache.
+    """
     texts = [s.text for s in segments]
     inline, awaited = policy.inline_classifiers, policy.awaited_classifiers
     if not texts or not (inline or awaited):
         return Decision("allow", direction, policy.name, policy.version, (), tuple({} for _ in texts))
     names = [c.name for c in inline] + [c.name for c in awaited]
-    results = [_run_inline(c, texts, metrics) for c in inline]
+    lru = policy.scan_cache if cache else None
+    results = [_run_inline(c, texts, lru, metrics) for c in inline]
     timeout = policy.spec.classifier_timeout_s
     if len(awaited) == 1:
         results.append(await _run(awaited[0], texts, timeout, metrics))

@@ -144,7 +144,7 @@ class StreamGuard:
         if not dirty:
             return None
         segments = [Segment(s.window, ck.channel_name(s.key), s.key) for s in dirty]
-        decision = await screen(self.policy, segments, "output", self.metrics)
+        decision = await screen(self.policy, segments, "output", self.metrics, cache=False)
         holdbacks = [0 if (s.key in final or not self.hold) else self._holdback(s.window) for s in dirty]
         hits = [
             live

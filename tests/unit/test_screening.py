@@ -447,3 +447,33 @@ def test_redact(text: str, spans: list[Span], expected: str) -> None:
 
 def test_redact_adjacent_spans_give_one_replacement() -> None:
     assert redact("机密词机密词 end", [sp(0, 3), sp(3, 6)], "[X]") == "[X] end"
+
+
+class _CountingInline:
+    """An inline classifier (has ``scan``) that counts its scans."""
+
+    def __init__(self) -> None:
+        self.name = "counting"
+        self.calls: list[str] = []
+
+    def scan(self, text: str) -> Scores:
+        self.calls.append(text)
+        return Scores(self.name, {"A.1.d": 1.0} if "zorblax" in text else {}, (), "r1")
+
+    async def classify(self, texts: Sequence[str]) -> list[Scores]:
+        return [self.scan(t) for t in texts]
+
+
+async def test_repeated_texts_are_answered_from_the_policy_cache() -> None:
+    clf = _CountingInline()
+    spec = PolicyFile(name="cache", rules={"A.1.d": Rule(input="block", output="block")})
+    policy = Policy(spec=spec, classifiers={"counting": clf}, version="v", source="x")
+    system = Segment("You are a helpful assistant. 你是一个乐于助人的助手。", "system")
+    first = await screen(policy, [system, Segment("hello zorblax", "user")], "input")
+    second = await screen(policy, [system, Segment("another question", "user")], "input")
+    third = await screen(policy, [system, Segment("hello zorblax", "user")], "input")
+    assert clf.calls == [system.text, "hello zorblax", "another question"]
+    assert first.action == third.action == "block" and second.action == "allow"
+    await screen(policy, [Segment("stream window 窗口", "content")], "output", cache=False)
+    await screen(policy, [Segment("stream window 窗口", "content")], "output", cache=False)
+    assert clf.calls[-2:] == ["stream window 窗口", "stream window 窗口"]
