@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import math
 import sys
@@ -55,11 +56,21 @@ USER_PROMPT = (
     "Please include lunch breaks, short walks and one rainy-day idea."
 )
 DONE_MARK = b"data: [DONE]"
+#: Replaced by a request counter in every request, so that each user prompt is new to the
+#: gateway (only the system prompt repeats, as in real traffic) and no cache flatters it.
+UNIQUE_MARK = b"000000000"
+_counter = itertools.count(1)
+
+
+def unique(request: bytes) -> bytes:
+    """The request with its marker replaced by the next counter value (same length)."""
+    return request.replace(UNIQUE_MARK, b"%09d" % next(_counter), 1)
 
 
 def chat_request_body(stream: bool) -> bytes:
     """A typical chat request: a system and a user message (~300 chars, English and Chinese)."""
-    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": USER_PROMPT}]
+    user = f"[ref {UNIQUE_MARK.decode()}] {USER_PROMPT}"
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
     payload: dict[str, object] = {
         "model": "mock-gpt",
         "messages": messages,
@@ -258,7 +269,7 @@ async def _raw_worker(spec: LoadSpec, window: Window, host: str, port: int, requ
                 continue
         timer = loop.call_later(spec.timeout, conn.abort)
         try:
-            status = await conn.send(request)
+            status = await conn.send(unique(request))
         except (OSError, httptools.HttpParserError):
             window.record(t0, time.perf_counter_ns(), ok=False)
             conn = None
@@ -283,7 +294,7 @@ async def _aiohttp_worker(spec: LoadSpec, window: Window, session: object, body:
         t0 = time.perf_counter_ns()
         first, tail, status = 0, b"", 0
         try:
-            async with session.post(spec.url, data=body, headers=headers) as resp:
+            async with session.post(spec.url, data=unique(body), headers=headers) as resp:
                 status = resp.status
                 async for chunk in resp.content.iter_any():
                     first = first or time.perf_counter_ns()

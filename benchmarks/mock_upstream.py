@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import signal
 from collections import deque
@@ -48,10 +49,15 @@ def _dumps(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+#: Replaced by a counter in every plain answer (same length).
+ANSWER_MARK = b"000000000"
+_answers = itertools.count(1)
+
+
 @cache
 def completion_body() -> bytes:
     """The fixed ``chat.completion`` JSON body."""
-    text = " ".join(_WORDS[:24])
+    text = f"[answer {ANSWER_MARK.decode()}] " + " ".join(_WORDS[:24])
     return _dumps(
         {
             "id": _ID,
@@ -216,7 +222,8 @@ class _Connection(asyncio.Protocol):
                     return
                 self._write(_head(200, _SSE, None, req.keep_alive) + _stream_payload(deltas))
             else:
-                body = completion_body()
+                # A new answer text per request, so that the gateway's output check sees new text.
+                body = completion_body().replace(ANSWER_MARK, b"%09d" % next(_answers), 1)
                 self._write(_head(200, _JSON, len(body), req.keep_alive) + body)
         elif req.method == b"GET" and path == b"/v1/models":
             body = _models_body()
