@@ -143,9 +143,12 @@ def _normalize(text: str) -> Normalized:
 def _translate_one_to_one(text: str) -> str | None:
     """``str.translate`` (C speed, identity offsets) when every character maps to exactly
     one character and no whitespace run needs collapsing; ``None`` otherwise."""
-    for ch in set(text):
-        if len(_char_translation(ch)) != 1:
-            return None
+    chars = set(text)
+    # Set inclusion runs in C; the per-character look-up only for characters not seen before.
+    if not chars <= _SINGLE:
+        for ch in chars - _SINGLE:
+            if len(_char_translation(ch)) != 1:
+                return None
     translated = text.translate(_ONE_TO_ONE)
     return None if "  " in translated else translated
 
@@ -175,6 +178,8 @@ def _normalize_with_offsets(text: str) -> Normalized:
 # distinct characters seen, which Unicode bounds; ``_ONE_TO_ONE`` feeds ``str.translate``.
 _CHAR_CACHE: dict[str, str] = {}
 _ONE_TO_ONE: dict[int, str] = {}
+#: Characters known to map to exactly one character (added after ``_ONE_TO_ONE`` is filled).
+_SINGLE: set[str] = set()
 
 
 def _char_translation(ch: str) -> str:
@@ -186,6 +191,8 @@ def _char_translation(ch: str) -> str:
         if len(mapped) == 1 and mapped != ch:
             _ONE_TO_ONE[ord(ch)] = mapped
         _CHAR_CACHE[ch] = mapped
+        if len(mapped) == 1:
+            _SINGLE.add(ch)
     return mapped
 
 
