@@ -134,6 +134,18 @@ def _normalize(text: str) -> Normalized:
     # ASCII fast path: for printable ASCII every step but lower-casing is the identity.
     if text.isascii() and text.isprintable() and "  " not in text:
         return Normalized(text.lower(), len(text))
+    if "  " not in text:
+        # Mostly printable ASCII and characters that map to themselves: lower() plus a
+        # replace() per remaining character (full-width punctuation) is the whole
+        # normalisation, in C. Most Chinese and English text takes this path.
+        others = set(text) - _LOWER_IS_ENOUGH
+        if len(others) <= 8 and others <= _SINGLE:
+            replaced = text
+            for ch in others:
+                replaced = replaced.replace(ch, _CHAR_CACHE[ch])
+            lowered = replaced.lower()
+            if "  " not in lowered:
+                return Normalized(lowered, len(text))
     translated = _translate_one_to_one(text)
     if translated is not None:
         return Normalized(translated, len(text))
@@ -180,6 +192,8 @@ _CHAR_CACHE: dict[str, str] = {}
 _ONE_TO_ONE: dict[int, str] = {}
 #: Characters known to map to exactly one character (added after ``_ONE_TO_ONE`` is filled).
 _SINGLE: set[str] = set()
+#: Printable ASCII, plus characters seen to map to themselves and to be their own lower case.
+_LOWER_IS_ENOUGH: set[str] = {chr(c) for c in range(0x20, 0x7F)}
 
 
 def _char_translation(ch: str) -> str:
@@ -193,6 +207,8 @@ def _char_translation(ch: str) -> str:
         _CHAR_CACHE[ch] = mapped
         if len(mapped) == 1:
             _SINGLE.add(ch)
+        if mapped == ch and ch.lower() == ch:
+            _LOWER_IS_ENOUGH.add(ch)
     return mapped
 
 

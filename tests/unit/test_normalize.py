@@ -136,3 +136,26 @@ def test_normalize_tail_of_short_text_is_whole_text() -> None:
     norm = normalize_tail("Short ＴＥＸＴ", 100)
     assert norm.text == "short text"
     assert norm.original_length == len("Short ＴＥＸＴ")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Hello, World! 你好，世界。",
+        "ＦＵＬＬ ｗｉｄｔｈ，全角！",
+        "繁體中文：這是測試。",
+        "Mixed CASE 中文（括号）and ＡＢＣ",
+        "ΑΒΓ Cyrillic а е о",
+        "tab\there，line",
+    ],
+)
+def test_fast_paths_agree_with_the_per_character_path(text: str) -> None:
+    from classifiers.normalize import _normalize_with_offsets
+
+    for _ in range(2):  # the second call finds every character already known
+        fast = normalize(text, cache=False)
+        slow = _normalize_with_offsets(text)
+        assert fast.text == slow.text
+        assert [fast.to_original(i, i + 1) for i in range(len(fast.text))] == [
+            slow.to_original(i, i + 1) for i in range(len(slow.text))
+        ]
