@@ -29,11 +29,11 @@ from gateway.openai_chat import (
     validate_chat,
 )
 from gateway.recorder import RequestInfo
-from gateway.responses import GuardedStreamResponse, json_response, race_disconnect
+from gateway.responses import GuardedStreamResponse, RawResponse, json_response, race_disconnect, read_body
 from gateway.routing import Route
 from gateway.screening import Decision, Segment, screen
 from gateway.stream.guard import StreamGuard
-from gateway.upstream import forward_headers, open_upstream, response_headers
+from gateway.upstream import forward_headers, open_upstream, raw_response_headers, response_headers
 
 __all__ = ["handle_chat"]
 
@@ -65,8 +65,9 @@ class _Call:
 async def handle_chat(request: Request) -> Response:
     state: AppState = request.app.state.modgate
     assert state.router is not None
-    body = await request.body()
-    caller = state.router.authenticate(request.headers.get("authorization"), request.headers.get("x-api-key"))
+    body = await read_body(request.receive)
+    client_headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]}
+    caller = state.router.authenticate(client_headers.get("authorization"), client_headers.get("x-api-key"))
     payload = parse_json_object(body)
     chat = validate_chat(payload)
     route = state.router.resolve(request.scope["path"], chat.model, caller)
@@ -95,7 +96,7 @@ async def handle_chat(request: Request) -> Response:
         if decision.action == "redact":
             redact_payload(payload, decision, segments, route.policy.spec.refusal.redaction)
             body = orjson.dumps(payload)
-    headers = forward_headers(request.headers, route.upstream, caller, rid)
+    headers = forward_headers(client_headers, route.upstream, caller, rid)
     headers["content-type"] = "application/json"
     if chat.stream:
         return await _stream(call, headers, body)
@@ -119,15 +120,15 @@ async def _complete(call: _Call, headers: dict[str, str], body: bytes) -> Respon
         raise UpstreamUnavailable("the upstream answered with a body that is not a JSON object")
     segments = output_segments(result)
     decision = await screen(call.route.policy, segments, "output", state.metrics)
-    out_headers = response_headers(response.headers)
+    out_headers = [(k, v) for k, v in raw_response_headers(response) if k != b"content-type"]
+    out_headers.append((b"content-type", b"application/json"))
     if decision.action != "allow":
         incident_id = await call.record(decision, segments)
         apply_output(result, decision, segments, call.route.policy, call.annotation(decision, incident_id))
         raw = orjson.dumps(result)
-    out_headers["content-type"] = "application/json"
     added = time.perf_counter() - call.t0 - upstream_seconds
-    state.metrics.added_seconds.labels(ROUTE).observe(max(0.0, added))
-    return Response(raw, headers=out_headers)
+    state.metrics.child(state.metrics.added_seconds, ROUTE).observe(max(0.0, added))
+    return RawResponse(raw, out_headers)
 
 
 async def _stream(call: _Call, headers: dict[str, str], body: bytes) -> Response:

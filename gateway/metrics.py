@@ -23,8 +23,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self._children: dict[str, Any] = {}
-        self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.requests = Counter(
             "modgate_requests_total", "HTTP requests by route and status", ["route", "status"], registry=r
@@ -82,23 +81,21 @@ class Metrics:
             "modgate_stream_cuts_total", "Streams cut by a decision", ["code", "mode"], registry=r
         )
 
+    def child(self, metric: Any, *labels: str) -> Any:
+        """The labelled child, looked up once: ``labels()`` takes a lock and builds keys, which
+        costs more than the observation itself on the hot path."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
     def request_done(self, route: str, status: int, seconds: float) -> None:
-        key = (route, status)
-        children = self._request_children.get(key)
-        if children is None:
-            children = self._request_children[key] = (
-                self.requests.labels(route, str(status)),
-                self.request_seconds.labels(route),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
+        self.child(self.requests, route, str(status)).inc()
+        self.child(self.request_seconds, route).observe(seconds)
 
     def classifier_done(self, name: str, seconds: float) -> None:
-        """Hot path: labelled children are looked up once and kept."""
-        child = self._children.get(name)
-        if child is None:
-            child = self._children[name] = self.classifier_seconds.labels(name)
-        child.observe(seconds)
+        self.child(self.classifier_seconds, name).observe(seconds)
 
     def render(self) -> bytes:
         """The Prometheus text exposition; across all workers in multi-process mode."""

@@ -65,6 +65,7 @@ class UpstreamResponse:
         self._response = response
         self.status_code = response.status
         self.headers: CIMultiDictProxy[str] = response.headers
+        self.raw_headers = response.raw_headers
 
     async def aread(self) -> bytes:
         with translate_upstream_errors():
@@ -124,6 +125,19 @@ def forward_headers(
     return headers
 
 
+_DROP_RESPONSE_RAW = frozenset(name.encode() for name in _DROP_RESPONSE)
+
+
+def raw_response_headers(response: UpstreamResponse) -> list[tuple[bytes, bytes]]:
+    """The upstream's headers to pass on, already encoded, in one pass."""
+    out = []
+    for name, value in response.raw_headers:
+        lower = name.lower()
+        if lower not in _DROP_RESPONSE_RAW:
+            out.append((lower, value))
+    return out
+
+
 def response_headers(upstream_headers: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in upstream_headers.items() if k.lower() not in _DROP_RESPONSE}
 
@@ -153,7 +167,7 @@ async def open_upstream(
         metrics.upstream_errors.labels(upstream.name, "timeout").inc()
         raise
     elapsed = time.perf_counter() - start
-    metrics.upstream_seconds.labels(upstream.name).observe(elapsed)
+    metrics.child(metrics.upstream_seconds, upstream.name).observe(elapsed)
     if response.status_code >= 400:
         metrics.upstream_errors.labels(upstream.name, f"http_{response.status_code // 100}xx").inc()
         try:
