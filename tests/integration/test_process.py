@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -61,49 +65,37 @@ def test_check_command(text: str, action: str, code: str | None) -> None:
     assert (code in [r["code"] for r in decision["risks"]]) if code else decision["risks"] == []
 
 
-def test_sigterm_lets_short_streams_finish_and_exits_fast(upstream: Upstream, tmp_path) -> None:  # type: ignore[no-untyped-def]
+@contextlib.contextmanager
+def _sigterm_mid_stream(upstream: Upstream, tmp_path: Path, drain_s: int, deltas: list[str]) -> Iterator[Any]:
+    """A real gateway process streaming ``deltas`` (50 ms apart); SIGTERM after the first
+    event. Yields (process, remaining lines iterator, time of the signal)."""
     args = ["--upstream", upstream.base, "--store", f"sqlite:///{tmp_path}/m.db"]
-    with gateway_process(args, env={"MODGATE_DRAIN_SECONDS": "3"}) as (proc, base):
-        headers = mock(type="sse", deltas=[f"w{i} " for i in range(10)], delay_ms=50)
+    with gateway_process(args, env={"MODGATE_DRAIN_SECONDS": str(drain_s)}) as (proc, base):
+        headers = mock(type="sse", deltas=deltas, delay_ms=50)
+        body = {"model": "m", "messages": MSG, "stream": True}
         with (
             httpx.Client(base_url=base, timeout=10) as client,
-            client.stream(
-                "POST",
-                "/v1/chat/completions",
-                json={"model": "m", "messages": MSG, "stream": True},
-                headers=headers,
-            ) as resp,
+            client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as resp,
         ):
             lines = resp.iter_lines()
             next(line for line in lines if line.startswith("data:"))
             start = time.monotonic()
             proc.send_signal(signal.SIGTERM)
-            rest = list(lines)
-        assert "data: [DONE]" in rest  # the open stream was drained, not dropped
+            yield proc, lines, start
+
+
+def test_sigterm_lets_short_streams_finish_and_exits_fast(upstream: Upstream, tmp_path: Path) -> None:
+    with _sigterm_mid_stream(upstream, tmp_path, 3, [f"w{i} " for i in range(10)]) as (proc, lines, start):
+        assert "data: [DONE]" in list(lines)  # the open stream was drained, not dropped
         proc.wait(timeout=10)
         assert proc.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after shutdown
         assert time.monotonic() - start < 5
 
 
-def test_sigterm_bounds_long_streams(upstream: Upstream, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    args = ["--upstream", upstream.base, "--store", f"sqlite:///{tmp_path}/m.db"]
-    with gateway_process(args, env={"MODGATE_DRAIN_SECONDS": "1"}) as (proc, base):
-        headers = mock(type="sse", deltas=["x "] * 600, delay_ms=50)
-        with (
-            httpx.Client(base_url=base, timeout=10) as client,
-            client.stream(
-                "POST",
-                "/v1/chat/completions",
-                json={"model": "m", "messages": MSG, "stream": True},
-                headers=headers,
-            ) as resp,
-        ):
-            lines = resp.iter_lines()
-            next(line for line in lines if line.startswith("data:"))
-            start = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            with pytest.raises(httpx.HTTPError):
-                list(lines)
+def test_sigterm_bounds_long_streams(upstream: Upstream, tmp_path: Path) -> None:
+    with _sigterm_mid_stream(upstream, tmp_path, 1, ["x "] * 600) as (proc, lines, start):
+        with pytest.raises(httpx.HTTPError):
+            list(lines)
         proc.wait(timeout=10)
         assert time.monotonic() - start < 4
 

@@ -15,6 +15,7 @@ from gateway.metrics import Metrics
 from gateway.policy import Action, Policy, PolicyFile, Rule
 from gateway.policy_loader import load_policy
 from gateway.screening import ERROR_CODE, Decision, Hit, Segment, redact, screen
+from tests.conftest import TEST_POLICY
 
 # --- a fake at the classifier boundary -------------------------------------------------------
 
@@ -342,23 +343,7 @@ def test_risks_empty_when_nothing_fired() -> None:
 
 # --- with a real lexicon policy --------------------------------------------------------------
 
-LEXICON_POLICY = """\
-name: lex
-extends: default
-classifiers:
-  banned-terms:
-    type: lexicon
-    terms:
-      A.1.d: ["zorblax", "炸药配方"]
-      X.test_refuse: ["refuseword", "拒绝词"]
-      X.test_flag: ["flagword", "标记词"]
-      X.test_redact: ["secretword", "机密词"]
-rules:
-  A.1.d: {input: block, output: block, report: true}
-  X.test_refuse: {input: refuse, output: refuse}
-  X.test_flag: {input: flag, output: flag}
-  X.test_redact: {input: redact, output: redact}
-"""
+LEXICON_POLICY = TEST_POLICY  # the same terms and rules the end-to-end tests use
 
 
 @pytest.fixture
