@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import ahocorasick  # type: ignore[import-untyped,unused-ignore]
+from ahocorasick_rs import AhoCorasick, MatchKind
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from classifiers.base import RISK_CODE_PATTERN, RiskCode, Scores, Span
@@ -91,7 +91,6 @@ class _Entry:
     """What the automaton stores per normalised term."""
 
     codes: tuple[str, ...]
-    length: int
     #: Whether the term must not be glued to ASCII letters/digits on that side.
     bounded_left: bool
     bounded_right: bool
@@ -120,17 +119,20 @@ class LexiconClassifier:
                 codes_by_term.setdefault(key, set()).add(code)
         if not codes_by_term:
             raise ValueError(f"lexicon {name!r} has no terms")
-        self._automaton = ahocorasick.Automaton()
-        for key, codes in codes_by_term.items():
-            self._automaton.add_word(key, self._entry(key, codes))
-        self._automaton.make_automaton()
-        self._max_length = max(map(len, codes_by_term))
+        keys = list(codes_by_term)
+        # ahocorasick-rs (Rust): 1.6 us against pyahocorasick's 8.9 us on a 290-character
+        # prompt with no match (the common case), measured here; offsets are characters.
+        self._automaton = AhoCorasick(keys, matchkind=MatchKind.Standard)
+        self._entries = [self._entry(key, codes_by_term[key]) for key in keys]
+        # Every prefix of every term, for hold-back: "could this tail still become a term?"
+        self._prefixes = frozenset(key[:i] for key in keys for i in range(1, len(key) + 1))
+        self._max_length = max(map(len, keys))
         self.revision = _revision(codes_by_term, word_boundary)
 
     def _entry(self, key: str, codes: set[str]) -> _Entry:
         bounded_left = self.word_boundary and _is_word_char(key[0])
         bounded_right = self.word_boundary and _is_word_char(key[-1])
-        return _Entry(tuple(sorted(codes)), len(key), bounded_left, bounded_right)
+        return _Entry(tuple(sorted(codes)), bounded_left, bounded_right)
 
     @classmethod
     def from_params(cls, name: str, params: LexiconParams) -> LexiconClassifier:
@@ -150,8 +152,8 @@ class LexiconClassifier:
         norm = normalize(text)
         found = norm.text
         spans: dict[Span, None] = {}  # ordered set: two terms can map to one original span
-        for last, entry in self._automaton.iter(found):
-            start, end = last - entry.length + 1, last + 1
+        for index, start, end in self._automaton.find_matches_as_indexes(found, overlapping=True):
+            entry = self._entries[index]
             if entry.bounded_left and start > 0 and _is_word_char(found[start - 1]):
                 continue
             if entry.bounded_right and end < len(found) and _is_word_char(found[end]):
@@ -178,7 +180,7 @@ class LexiconClassifier:
             inside_word = start > 0 and _is_word_char(tail[start - 1]) and _is_word_char(tail[start])
             if self.word_boundary and inside_word:
                 continue
-            if self._automaton.match(tail[start:]):
+            if tail[start:] in self._prefixes:
                 return norm.original_length - norm.original_offset(start)
         return 0
 
