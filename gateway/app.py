@@ -21,7 +21,7 @@ from starlette.responses import Response
 from gateway.config import GatewayConfig, default_config, load_config
 from gateway.errors import GatewayError, InvalidRequest, NotFound, error_body
 from gateway.metrics import Metrics
-from gateway.middleware import EdgeMiddleware
+from gateway.middleware import EdgeMiddleware, HotPathMiddleware
 from gateway.policy import Policy
 from gateway.policy_loader import load_policy
 from gateway.recorder import Recorder
@@ -159,8 +159,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(Exception, _unexpected)
     # Plain Starlette routes: these endpoints read the raw body themselves, so FastAPI's
     # dependency and body handling would be pure overhead on the hot path.
-    for module in (health, chat, moderations, passthrough):
+    for module in (health, passthrough):
         app.router.routes.extend(module.routes)
+    # add_middleware puts each new layer outside the ones before: the edge sees everything.
+    app.add_middleware(HotPathMiddleware, routes={**chat.hot, **moderations.hot})
     app.add_middleware(EdgeMiddleware, metrics=metrics, max_bytes=settings.max_body_bytes)
     return app
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Awaitable, Callable
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import GatewayError, PayloadTooLarge, error_bytes
 from gateway.metrics import Metrics
 
-__all__ = ["EdgeMiddleware", "send_error"]
+__all__ = ["EdgeMiddleware", "HotPathMiddleware", "send_error"]
 
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 _KNOWN_ROUTES = (
@@ -94,3 +97,33 @@ class EdgeMiddleware:
             path = scope["path"]
             route = path if path in _KNOWN_ROUTES else "other"
             self.metrics.request_done(route, status, time.perf_counter() - start)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class HotPathMiddleware:
+    """Serves the high-volume endpoints straight from ASGI, by exact method and path.
+
+    Measured on the chat endpoint, the router, the per-route exception wrapper and FastAPI's
+    exit stack cost about a sixth of a screened request's CPU, and these endpoints need none
+    of them: they read their own body and raise only :class:`GatewayError`, rendered here.
+    Every other request goes on to the router.
+    """
+
+    def __init__(self, app: ASGIApp, routes: dict[tuple[str, str], Handler]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = self.routes.get((scope.get("method", ""), scope.get("path", "")))
+        if handler is None or scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            response = await handler(Request(scope, receive))
+        except GatewayError as exc:
+            body = error_bytes(exc)
+            headers = {**exc.headers, "content-type": "application/json"}
+            response = Response(body, status_code=exc.status, headers=headers)
+        await response(scope, receive, send)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from gateway.chat import handle_chat
 
@@ -13,4 +12,5 @@ async def chat_completions(request: Request) -> Response:
     return await handle_chat(request)
 
 
-routes = [Route("/v1/chat/completions", chat_completions, methods=["POST"])]
+#: Served by HotPathMiddleware (see gateway/middleware.py), not by the router.
+hot = {("POST", "/v1/chat/completions"): chat_completions}

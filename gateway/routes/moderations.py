@@ -6,7 +6,6 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from gateway.app import AppState
 from gateway.errors import InvalidRequest
@@ -81,4 +80,5 @@ async def moderations(request: Request) -> Response:
     )
 
 
-routes = [Route("/v1/moderations", moderations, methods=["POST"])]
+#: Served by HotPathMiddleware (see gateway/middleware.py), not by the router.
+hot = {("POST", "/v1/moderations"): moderations}
