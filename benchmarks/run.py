@@ -89,8 +89,6 @@ def _start_targets(children: _procs.Children, args: argparse.Namespace, tmp: Pat
         argv = _procs.python_module("benchmarks.floor", "--upstream", upstream, "--port", str(port))
         started.append(("floor", children.start("floor", argv), f"http://{_procs.HOST}:{port}"))
     env = {"MODGATE_LOG_LEVEL": "warning"}
-    if args.transport:
-        env["MODGATE_HTTP_TRANSPORT"] = args.transport
     for name in ("gw-pass", "gw-default"):
         if name not in args.targets:
             continue
@@ -177,9 +175,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="JSON file (default: benchmarks/results/<UTC time>.json)")
     parser.add_argument("--targets", default=",".join(TARGETS), help=f"subset of {','.join(TARGETS)}")
     parser.add_argument("--client", choices=("raw", "aiohttp", "wrk"), default="raw", help="load generator")
-    parser.add_argument(
-        "--transport", choices=("httpx", "aiohttp"), help="MODGATE_HTTP_TRANSPORT for gateways"
-    )
     parser.add_argument("--default-policy", type=Path, default=POLICIES["gw-default"])
     parser.add_argument("--concurrency", default="1,32", help="comma-separated levels (targets use 1 and 32)")
     parser.add_argument("--deltas", type=int, help="x-mock-deltas for streams (mock default: 20)")

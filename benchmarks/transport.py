@@ -1,4 +1,5 @@
-"""httpx's default transport vs ``httpx_aiohttp.HttpxAiohttpClient`` (same httpx API, aiohttp below).
+"""Upstream clients compared: httpx's default transport, ``httpx_aiohttp.HttpxAiohttpClient``
+(same httpx API, aiohttp below) and ``native``, the gateway's own aiohttp client.
 
 Both clients talk to the mock upstream (a subprocess) from this process, in a closed loop at
 concurrency 1, 32 and 128, plain and streamed, over several rounds; the two transports alternate
@@ -7,7 +8,7 @@ over rounds of req/s, p50, p99 and the client's CPU per request -- on a 2-core b
 CPU per upstream call is what limits the gateway, so that column matters most.
 
 CLI: ``python -m benchmarks.transport [--seconds 2] [--rounds 3] [--out FILE]``.
-The gateway picks its default ``MODGATE_HTTP_TRANSPORT`` from this table.
+The gateway's upstream client was picked from this table (see benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -29,17 +30,51 @@ from httpx_aiohttp import HttpxAiohttpClient
 
 from benchmarks import _procs
 from benchmarks.loadgen import DONE_MARK, LoadResult, LoadSpec, Window, chat_request_body
+from gateway.config import UpstreamConfig
+from gateway.errors import GatewayError
+from gateway.upstream import UpstreamClient
 
 __all__ = ["main", "measure"]
 
-TRANSPORTS = ("httpx", "aiohttp")
+TRANSPORTS = ("httpx", "aiohttp", "native")
 CONCURRENCIES = (1, 32, 128)
 _LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=256)
 
 
-def _client(transport: str, timeout: float) -> httpx.AsyncClient:
+def _client(transport: str, timeout: float) -> Any:
+    if transport == "native":  # the gateway's own client: aiohttp without the httpx layer
+        return _Native(UpstreamClient(UpstreamConfig(base_url="http://127.0.0.1/v1", max_connections=256)))
     kind = httpx.AsyncClient if transport == "httpx" else HttpxAiohttpClient
     return kind(limits=_LIMITS, timeout=httpx.Timeout(timeout))
+
+
+class _Native:
+    def __init__(self, client: UpstreamClient) -> None:
+        self.client = client
+
+    async def __aenter__(self) -> _Native:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.aclose()
+
+
+async def _native_worker(native: _Native, spec: LoadSpec, window: Window, body: bytes) -> None:
+    headers = {"content-type": "application/json"}
+    while time.perf_counter_ns() < window.end:
+        t0 = time.perf_counter_ns()
+        first, tail = 0, b""
+        try:
+            resp = await native.client.send("POST", spec.url, headers, body)
+            async for chunk in resp.aiter_bytes():
+                first = first or time.perf_counter_ns()
+                tail = (tail + chunk)[-64:]
+            await resp.aclose()
+        except GatewayError:
+            window.record(t0, time.perf_counter_ns(), ok=False)
+            continue
+        done = not spec.stream or DONE_MARK in tail
+        window.record(t0, time.perf_counter_ns(), ok=resp.status_code == 200, ttfb=first, done=done)
 
 
 async def _worker(client: httpx.AsyncClient, spec: LoadSpec, window: Window, body: bytes) -> None:
@@ -64,11 +99,12 @@ async def _worker(client: httpx.AsyncClient, spec: LoadSpec, window: Window, bod
         window.record(t0, time.perf_counter_ns(), ok=status == 200, ttfb=first, done=done)
 
 
-async def measure(client: httpx.AsyncClient, name: str, spec: LoadSpec) -> LoadResult:
+async def measure(client: Any, name: str, spec: LoadSpec) -> LoadResult:
     """One closed-loop measurement with an existing client (its pool stays warm across calls)."""
     window = Window(spec)
     body = chat_request_body(spec.stream)
-    tasks = [asyncio.create_task(_worker(client, spec, window, body)) for _ in range(spec.concurrency)]
+    worker: Any = _native_worker if isinstance(client, _Native) else _worker
+    tasks = [asyncio.create_task(worker(client, spec, window, body)) for _ in range(spec.concurrency)]
     _, pending = await asyncio.wait(tasks, timeout=spec.warmup + spec.seconds + spec.timeout + 2)
     cpu_s = time.process_time() - window.cpu_start
     for task in pending:
@@ -79,7 +115,7 @@ async def measure(client: httpx.AsyncClient, name: str, spec: LoadSpec) -> LoadR
 async def _rounds(url: str, args: argparse.Namespace) -> list[dict[str, dict[str, Any]]]:
     rounds = []
     for index in range(args.rounds):
-        order = TRANSPORTS if index % 2 == 0 else TRANSPORTS[::-1]
+        order = TRANSPORTS[index % 3 :] + TRANSPORTS[: index % 3]  # rotate who goes first
         results: dict[str, dict[str, Any]] = {}
         for conc in CONCURRENCIES:
             for stream in (False, True):
@@ -101,29 +137,22 @@ def _table(rounds: list[dict[str, dict[str, Any]]]) -> tuple[str, list[dict[str,
     def med(key: str, field: str) -> float:
         return float(statistics.median(r[key][field] for r in rounds))
 
-    lines = [
-        "| mode | c | httpx req/s | aiohttp req/s | aiohttp/httpx | httpx p50 ms | aiohttp p50 ms "
-        "| httpx p99 ms | aiohttp p99 ms | httpx CPU µs/req | aiohttp CPU µs/req | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    head = " | ".join(f"{t} {f}" for f in ("req/s", "p50 ms", "CPU µs/req") for t in TRANSPORTS)
+    lines = [f"| mode | c | {head} | errors |", "|---|---:|" + "---:|" * (3 * len(TRANSPORTS) + 1)]
     rows = []
     for stream in (False, True):
         for conc in CONCURRENCIES:
-            h, a = _key("httpx", stream, conc), _key("aiohttp", stream, conc)
-            ratio = statistics.median(r[a]["rps"] / r[h]["rps"] for r in rounds if r[h]["rps"])
-            errors = sum(r[k]["errors"] + (r[k]["missing_done"] or 0) for r in rounds for k in (h, a))
-            row = {"mode": "stream" if stream else "plain", "c": conc, "ratio_rps": ratio, "errors": errors}
-            for name, key in (("httpx", h), ("aiohttp", a)):
+            keys = {t: _key(t, stream, conc) for t in TRANSPORTS}
+            errors = sum(r[k]["errors"] + (r[k]["missing_done"] or 0) for r in rounds for k in keys.values())
+            row: dict[str, Any] = {"mode": "stream" if stream else "plain", "c": conc, "errors": errors}
+            for name, key in keys.items():
                 for field in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req"):
                     row[f"{name}_{field}"] = med(key, field)
             rows.append(row)
-            lines.append(
-                f"| {row['mode']} | {conc} | {row['httpx_rps']:,.0f} | {row['aiohttp_rps']:,.0f} "
-                f"| {ratio:.2f} "
-                f"| {row['httpx_p50_ms']:.2f} | {row['aiohttp_p50_ms']:.2f} | {row['httpx_p99_ms']:.2f} "
-                f"| {row['aiohttp_p99_ms']:.2f} | {row['httpx_cpu_us_per_req']:.0f} "
-                f"| {row['aiohttp_cpu_us_per_req']:.0f} | {errors} |"
-            )
+            cells = [f"{row[f'{t}_rps']:,.0f}" for t in TRANSPORTS]
+            cells += [f"{row[f'{t}_p50_ms']:.2f}" for t in TRANSPORTS]
+            cells += [f"{row[f'{t}_cpu_us_per_req']:.0f}" for t in TRANSPORTS]
+            lines.append(f"| {row['mode']} | {conc} | {' | '.join(cells)} | {errors} |")
     return "\n".join(lines), rows
 
 
