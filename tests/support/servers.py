@@ -58,7 +58,10 @@ def gateway_process(
     port = free_port()
     cmd = [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
     full_env = {**os.environ, "MODGATE_LOG_LEVEL": "warning", **(env or {})}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # A session of its own, so that the whole group (uvicorn's workers too) can be killed.
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         if ready:
@@ -75,8 +78,8 @@ def gateway_process(
                 time.sleep(0.1)
         yield proc, base
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # workers of --workers N included
         proc.wait(timeout=10)
         if proc.stdout:
             proc.stdout.close()
