@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from ahocorasick_rs import AhoCorasick, MatchKind
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -128,6 +129,7 @@ class LexiconClassifier:
         self._prefixes = frozenset(key[:i] for key in keys for i in range(1, len(key) + 1))
         self._max_length = max(map(len, keys))
         self.revision = _revision(codes_by_term, word_boundary)
+        self._empty = Scores(self.name, MappingProxyType({}), (), self.revision)  # the common verdict, shared
 
     def _entry(self, key: str, codes: set[str]) -> _Entry:
         bounded_left = self.word_boundary and _is_word_char(key[0])
@@ -161,6 +163,8 @@ class LexiconClassifier:
             original_start, original_end = norm.to_original(start, end)
             for code in entry.codes:
                 spans[Span(original_start, original_end, code, 1.0, DETAIL)] = None
+        if not spans:
+            return self._empty
         scores = {span.code: 1.0 for span in spans}
         return Scores(self.name, scores, tuple(spans), self.revision)
 

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
+from types import MappingProxyType
 from typing import Annotated, Any
 
 import regex  # type: ignore[import-untyped,unused-ignore]
@@ -218,6 +219,7 @@ class PatternClassifier:
         self.name = name
         self._rules = tuple(rules)
         self.revision = _revision(self._rules)
+        self._empty = Scores(self.name, MappingProxyType({}), (), self.revision)  # the common verdict, shared
 
     @classmethod
     def from_params(cls, name: str, params: PatternParams) -> PatternClassifier:
@@ -242,6 +244,8 @@ class PatternClassifier:
                     continue
                 start, end = norm.to_original(match.start(), match.end())
                 spans.append(Span(start, end, rule.code, 1.0, rule.name))
+        if not spans:
+            return self._empty
         spans.sort(key=lambda span: (span.start, span.end, span.code, span.detail))
         return Scores(self.name, {span.code: 1.0 for span in spans}, tuple(spans), self.revision)
 

@@ -129,8 +129,8 @@ class Policy:
         return self.spec.name
 
     @cached_property
-    def scan_cache(self) -> LRU[tuple[str, str], Scores]:
-        """Inline classifiers' results by (classifier, text); see ``screening._run_inline``."""
+    def scan_cache(self) -> LRU[str, tuple[Scores, ...]]:
+        """Inline classifiers' results by text; see ``screening._run_inline``."""
         return LRU(2048)
 
     @cached_property

@@ -87,31 +87,38 @@ CACHE_MAX_CHARS = 4096
 
 
 def _run_inline(
-    clf: InlineClassifier,
+    classifiers: Sequence[InlineClassifier],
     texts: list[str],
-    cache: LRU[tuple[str, str], Scores] | None,
+    cache: LRU[str, tuple[Scores, ...]] | None,
     metrics: Metrics | None,
-) -> Any:
-    """Scan inline; a text seen before (the system prompt and the chat history are re-sent on
-    every turn) is answered from the policy's cache, as the scan is a pure function of it."""
-    start = time.perf_counter()
-    result = []
-    scanned = False
-    try:
-        for text in texts:
-            key = (clf.name, text)
-            verdict = cache.get(key) if cache is not None else None
-            if verdict is None:
-                verdict = clf.scan(text)
-                scanned = True
-                if cache is not None and len(text) <= CACHE_MAX_CHARS:
-                    cache.put(key, verdict)
-            result.append(verdict)
-    except Exception as exc:  # a failing classifier must not take the request down; on_error decides
-        return _failed(clf.name, exc, metrics)
-    if metrics and scanned:
-        metrics.classifier_done(clf.name, time.perf_counter() - start)
-    return result
+) -> list[Any]:
+    """Per classifier, its verdicts on ``texts`` (or the exception it raised).
+
+    A text seen before (the system prompt and the chat history are re-sent on every turn) is
+    answered from the policy's cache, one look-up for all inline classifiers: a scan is a pure
+    function of the text.
+    """
+    cached = [cache.get(text) for text in texts] if cache is not None else [None] * len(texts)
+    todo = [i for i, hit in enumerate(cached) if hit is None]
+    out: list[Any] = []
+    for j, clf in enumerate(classifiers):
+        verdicts: list[Any] = [hit[j] if hit is not None else None for hit in cached]
+        if todo:
+            start = time.perf_counter()
+            try:
+                for i in todo:
+                    verdicts[i] = clf.scan(texts[i])
+            except Exception as exc:  # a failing classifier must not take the request down
+                out.append(_failed(clf.name, exc, metrics))
+                continue
+            if metrics:
+                metrics.classifier_done(clf.name, time.perf_counter() - start)
+        out.append(verdicts)
+    if cache is not None and todo and not any(isinstance(r, BaseException) for r in out):
+        for i in todo:
+            if len(texts[i]) <= CACHE_MAX_CHARS:
+                cache.put(texts[i], tuple(r[i] for r in out))
+    return out
 
 
 async def _run(clf: Classifier, texts: list[str], limit_s: float, metrics: Metrics | None) -> Any:
@@ -152,7 +159,7 @@ async def screen(
         return Decision("allow", direction, policy.name, policy.version, (), tuple({} for _ in texts))
     names = [c.name for c in inline] + [c.name for c in awaited]
     lru = policy.scan_cache if cache else None
-    results = [_run_inline(c, texts, lru, metrics) for c in inline]
+    results = _run_inline(inline, texts, lru, metrics) if inline else []
     timeout = policy.spec.classifier_timeout_s
     if len(awaited) == 1:
         results.append(await _run(awaited[0], texts, timeout, metrics))
