@@ -17,16 +17,11 @@ class LRU(Generic[K, V]):
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
         self._data: OrderedDict[K, V] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
 
     def get(self, key: K) -> V | None:
         value = self._data.get(key)
-        if value is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        self._data.move_to_end(key)
+        if value is not None:
+            self._data.move_to_end(key)
         return value
 
     def put(self, key: K, value: V) -> None:
