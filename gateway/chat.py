@@ -48,14 +48,6 @@ class _Call:
     info: RequestInfo
     t0: float
 
-    def annotation(self, decision: Decision, incident_id: str | None) -> dict[str, Any]:
-        return {
-            "action": decision.action,
-            "incident_id": incident_id,
-            "risks": [r["code"] for r in decision.risks()],
-            "policy_version": decision.policy_version,
-        }
-
     async def record(
         self, decision: Decision, segments: list[Segment], exposed: int = 0, offsets: Any = None
     ) -> str:
@@ -65,9 +57,9 @@ class _Call:
 async def handle_chat(request: Request) -> Response:
     state: AppState = request.app.state.modgate
     assert state.router is not None
-    body = await read_body(request.receive)
     client_headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.scope["headers"]}
     caller = state.router.authenticate(client_headers.get("authorization"), client_headers.get("x-api-key"))
+    body = await read_body(request.receive)
     payload = parse_json_object(body)
     chat = validate_chat(payload)
     route = state.router.resolve(request.scope["path"], chat.model, caller)
@@ -84,7 +76,7 @@ async def handle_chat(request: Request) -> Response:
     decision = await screen(route.policy, segments, "input", state.metrics)
     if decision.action != "allow":
         incident_id = await call.record(decision, segments)
-        note = call.annotation(decision, incident_id)
+        note = decision.note(incident_id)
         if decision.action == "block":
             raise ContentBlocked("the request was blocked by the content policy", modgate=note)
         if decision.action == "refuse":
@@ -124,7 +116,7 @@ async def _complete(call: _Call, headers: dict[str, str], body: bytes) -> Respon
     out_headers.append((b"content-type", b"application/json"))
     if decision.action != "allow":
         incident_id = await call.record(decision, segments)
-        apply_output(result, decision, segments, call.route.policy, call.annotation(decision, incident_id))
+        apply_output(result, decision, segments, call.route.policy, decision.note(incident_id))
         raw = orjson.dumps(result)
     added = time.perf_counter() - call.t0 - upstream_seconds
     state.metrics.child(state.metrics.added_seconds, ROUTE).observe(max(0.0, added))

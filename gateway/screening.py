@@ -63,6 +63,16 @@ class Decision:
         """True when the content must not reach its destination (refuse or block)."""
         return self.action in ("refuse", "block")
 
+    def note(self, incident_id: str | None) -> dict[str, Any]:
+        """The ``modgate`` object a response carries: what was done, why, and the incident to
+        cite in a complaint (codes only: scores and spans stay in the incident record)."""
+        return {
+            "action": self.action,
+            "incident_id": incident_id,
+            "risks": [r["code"] for r in self.risks()],
+            "policy_version": self.policy_version,
+        }
+
     def risks(self) -> list[dict[str, Any]]:
         """The fired risks for records and error bodies: code, score, classifier, action."""
         best: dict[str, Hit] = {}

@@ -199,10 +199,5 @@ def cut_chunk(
     return {
         **template,
         "choices": choices,
-        "modgate": {
-            "action": decision.action,
-            "incident_id": incident_id,
-            "risks": [r["code"] for r in decision.risks()],
-            "policy_version": decision.policy_version,
-        },
+        "modgate": decision.note(incident_id),
     }
