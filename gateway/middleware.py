@@ -6,19 +6,23 @@ untouched.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import GatewayError, PayloadTooLarge, error_bytes
+from gateway.errors import GatewayError, PayloadTooLarge, error_body, error_bytes
 from gateway.metrics import Metrics
 
 __all__ = ["EdgeMiddleware", "HotPathMiddleware", "send_error"]
+
+log = logging.getLogger(__name__)
 
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 _KNOWN_ROUTES = (
@@ -111,7 +115,7 @@ class HotPathMiddleware:
     Every other request goes on to the router.
     """
 
-    def __init__(self, app: ASGIApp, routes: dict[tuple[str, str], Handler]) -> None:
+    def __init__(self, app: ASGIApp, routes: Mapping[tuple[str, str], Handler]) -> None:
         self.app = app
         self.routes = routes
 
@@ -126,4 +130,8 @@ class HotPathMiddleware:
             body = error_bytes(exc)
             headers = {**exc.headers, "content-type": "application/json"}
             response = Response(body, status_code=exc.status, headers=headers)
+        except Exception:
+            log.exception("unhandled error request_id=%s", scope.get("state", {}).get("request_id"))
+            body = orjson.dumps(error_body("internal gateway error", "server_error", None, "internal_error"))
+            response = Response(body, status_code=500, media_type="application/json")
         await response(scope, receive, send)
