@@ -295,3 +295,20 @@ def test_stream_metrics_record_holdback_and_cuts(gateway: Gateway) -> None:
         text = client.get("/metrics").text
     count = [line for line in text.splitlines() if line.startswith("modgate_stream_holdback_seconds_count")]
     assert count and float(count[0].split()[-1]) >= 1
+
+
+def test_store_down_readyz_503_and_decisions_still_enforced(
+    make_gateway: GatewayFactory, upstream: Upstream
+) -> None:
+    gateway = make_gateway(store="redis://127.0.0.1:1/0")  # nothing listens on port 1
+    with gateway.http() as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["store"] is False
+        upstream.app.clear()
+        resp = client.post(
+            "/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "zorblax"}]}
+        )
+        assert resp.status_code == 400 and _error(resp)["code"] == "content_filter"  # enforced all the same
+        assert upstream.app.requests == []
+        metrics = client.get("/metrics").text
+    assert 'modgate_store_errors_total{operation="record_incident"} 1.0' in metrics
