@@ -26,7 +26,7 @@ from gateway.middleware import EdgeMiddleware, HotPathMiddleware
 from gateway.policy import Policy
 from gateway.policy_loader import load_policy
 from gateway.recorder import Recorder
-from gateway.responses import json_response
+from gateway.responses import error_response, internal_error_response, json_response
 from gateway.routing import Route, Router, Upstream
 from gateway.screening import Segment, screen
 from gateway.settings import Settings
@@ -122,7 +122,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return json_response(exc.body(), exc.status, exc.headers or None)
+    return error_response(exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -138,10 +138,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    rid = request.scope.get("state", {}).get("request_id")
-    log.exception("unhandled error request_id=%s", rid)
-    body = error_body("internal gateway error", "server_error", None, "internal_error")
-    return json_response(body, 500)
+    return internal_error_response(request.scope)
 
 
 def create_app(settings: Settings) -> FastAPI:

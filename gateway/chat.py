@@ -15,7 +15,6 @@ from gateway.errors import (
     ContentBlocked,
     GatewayError,
     UpstreamUnavailable,
-    error_body,
 )
 from gateway.openai_chat import (
     ChatRequest,
@@ -133,12 +132,9 @@ async def _stream(call: _Call, headers: dict[str, str], body: bytes) -> Response
     policy = call.route.policy
     mode = policy.spec.streaming.mode
 
-    async def record(decision: Decision, segments: list[Segment], exposed: int, offsets: Any) -> str:
-        return await call.record(decision, segments, exposed, offsets)
-
     guard = StreamGuard(
         policy,
-        record,
+        call.record,
         response.aclose,
         metrics=state.metrics,
         on_holdback=state.metrics.holdback_seconds.observe,
@@ -149,7 +145,7 @@ async def _stream(call: _Call, headers: dict[str, str], body: bytes) -> Response
         guard.run(response.aiter_bytes()),
         on_close=response.aclose,
         error_event=_error_event,
-        headers=response_headers(response.headers),
+        headers=response_headers(response),
     )
 
 
@@ -159,4 +155,4 @@ def _count_cut(state: AppState, decision: Decision, mode: str) -> None:
 
 
 def _error_event(exc: GatewayError) -> bytes:
-    return b"data: " + orjson.dumps(error_body(exc.message, exc.type, exc.param, exc.code)) + b"\n\n"
+    return b"data: " + orjson.dumps(exc.body()) + b"\n\n"

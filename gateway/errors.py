@@ -23,8 +23,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 __all__ = [
     "ClassifierFailed",
     "ContentBlocked",
@@ -145,7 +143,3 @@ def error_body(
     if modgate:
         err["modgate"] = modgate
     return {"error": err}
-
-
-def error_bytes(exc: GatewayError) -> bytes:
-    return orjson.dumps(exc.body())

@@ -67,8 +67,10 @@ def build_incident(
     route: str,
     model: str | None,
     exposed_chars: int = 0,
+    offsets: list[list[int]] | None = None,
 ) -> Incident:
-    """Package a decision; the excerpt comes from the most severe hit's segment."""
+    """Package a decision; the excerpt comes from the most severe hit's segment. ``offsets``
+    replaces the spans' own (a stream guard knows them in whole-answer coordinates)."""
     from gateway.policy import severity
 
     worst = max(decision.hits, key=lambda h: (severity(h.action), h.score))
@@ -88,6 +90,6 @@ def build_incident(
         policy=decision.policy,
         policy_version=decision.policy_version,
         excerpt=_excerpt(segment.text, spans),
-        offsets=sorted([s.start, s.end] for s in spans),
+        offsets=offsets if offsets is not None else sorted([s.start, s.end] for s in spans),
         exposed_chars=exposed_chars,
     )

@@ -6,23 +6,20 @@ untouched.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import GatewayError, PayloadTooLarge, error_body, error_bytes
+from gateway.errors import GatewayError, PayloadTooLarge
 from gateway.metrics import Metrics
+from gateway.responses import error_response, internal_error_response
 
-__all__ = ["EdgeMiddleware", "HotPathMiddleware", "send_error"]
-
-log = logging.getLogger(__name__)
+__all__ = ["EdgeMiddleware", "HotPathMiddleware"]
 
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 _KNOWN_ROUTES = (
@@ -35,13 +32,6 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
         if key == name:
             return bytes(value)
     return None
-
-
-async def send_error(send: Send, exc: GatewayError, extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = error_bytes(exc)
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": exc.status, "headers": headers + (extra or [])})
-    await send({"type": "http.response.body", "body": body})
 
 
 class EdgeMiddleware:
@@ -91,12 +81,12 @@ class EdgeMiddleware:
         length = _header(scope, b"content-length")
         try:
             if length is not None and length.isdigit() and int(length) > self.max_bytes:
-                await send_error(edge_send, too_large)
+                await error_response(too_large)(scope, receive, edge_send)
             else:
                 await self.app(scope, counting_receive, edge_send)
         except PayloadTooLarge:
             if not started:
-                await send_error(edge_send, too_large)
+                await error_response(too_large)(scope, receive, edge_send)
         finally:
             path = scope["path"]
             route = path if path in _KNOWN_ROUTES else "other"
@@ -127,11 +117,7 @@ class HotPathMiddleware:
         try:
             response = await handler(Request(scope, receive))
         except GatewayError as exc:
-            body = error_bytes(exc)
-            headers = {**exc.headers, "content-type": "application/json"}
-            response = Response(body, status_code=exc.status, headers=headers)
+            response = error_response(exc)
         except Exception:
-            log.exception("unhandled error request_id=%s", scope.get("state", {}).get("request_id"))
-            body = orjson.dumps(error_body("internal gateway error", "server_error", None, "internal_error"))
-            response = Response(body, status_code=500, media_type="application/json")
+            response = internal_error_response(scope)
         await response(scope, receive, send)

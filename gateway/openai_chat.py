@@ -153,7 +153,7 @@ def apply_output(
 ) -> None:
     """Replace stopped choices with the canned reply and mask redacted spans, in place."""
     stopped = {segments[h.segment].where[1] for h in decision.hits if h.action in ("refuse", "block")}
-    redact_payload(response, decision, [s for s in segments], policy.spec.refusal.redaction)
+    redact_payload(response, decision, segments, policy.spec.refusal.redaction)
     for c in sorted(stopped):
         choice = response["choices"][c]
         choice["message"] = {"role": "assistant", "content": policy.spec.refusal.message}

@@ -115,7 +115,7 @@ def _load_chain(path: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], dic
     for cid, spec in (data.get("classifiers") or {}).items():
         if spec is None:
             entries.pop(cid, None)
-    entries.update({cid: e for cid, e in own.items() if e.spec is not None})
+    entries.update(own)
     merged = _merge(parent_data, data)
     merged.pop("extends", None)
     return merged, entries

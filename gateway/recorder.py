@@ -49,9 +49,8 @@ class Recorder:
             route=info.route,
             model=info.model,
             exposed_chars=exposed_chars,
+            offsets=offsets,
         )
-        if offsets is not None:
-            incident = type(incident)(**{**incident.to_dict(), "offsets": offsets})
         for risk in incident.risks:
             self.metrics.decisions.labels(decision.direction, risk["action"], risk["code"]).inc()
         try:

@@ -14,12 +14,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, error_body
 
 __all__ = [
     "GuardedStreamResponse",
     "JSONBytes",
     "RawResponse",
+    "error_response",
+    "internal_error_response",
     "json_response",
     "race_disconnect",
     "read_body",
@@ -34,6 +36,17 @@ class JSONBytes(Response):
 
 def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return JSONBytes(orjson.dumps(content), status_code=status, headers=headers)
+
+
+def error_response(exc: GatewayError) -> Response:
+    """The one rendering of a :class:`GatewayError`: OpenAI error body, its status and headers."""
+    return json_response(exc.body(), exc.status, exc.headers or None)
+
+
+def internal_error_response(scope: Scope) -> Response:
+    """Log an unexpected exception (ids only) and answer an OpenAI-shaped 500."""
+    log.exception("unhandled error request_id=%s", scope.get("state", {}).get("request_id"))
+    return json_response(error_body("internal gateway error", "server_error", None, "internal_error"), 500)
 
 
 class GuardedStreamResponse(Response):

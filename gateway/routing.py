@@ -61,11 +61,11 @@ class Route:
     def name(self) -> str:
         return self.config.name or f"{self.config.path_prefix}{self.config.model}"
 
-    def matches(self, path: str, model: str | None, caller: Caller) -> bool:
+    def matches(self, path: str, model: str | None, caller: Caller, *, any_model: bool = False) -> bool:
         cfg = self.config
         if not path.startswith(cfg.path_prefix):
             return False
-        if cfg.model != "*" and (model is None or not fnmatchcase(model, cfg.model)):
+        if not any_model and cfg.model != "*" and (model is None or not fnmatchcase(model, cfg.model)):
             return False
         return cfg.keys is None or caller.key_name in cfg.keys
 
@@ -106,18 +106,22 @@ class Router:
                 return Caller(key_name=name, tenant=tenant)
         raise Unauthorized("the gateway API key is not valid")
 
+    def find(self, path: str, model: str | None, caller: Caller, *, any_model: bool = False) -> Route | None:
+        """The first matching route; ``any_model`` for paths that carry no model (passthrough)."""
+        return next((r for r in self.routes if r.matches(path, model, caller, any_model=any_model)), None)
+
     def resolve(self, path: str, model: str | None, caller: Caller) -> Route:
-        for route in self.routes:
-            if route.matches(path, model, caller):
-                return route
-        raise NotFound(f"no route serves {path} for model {model!r}" if model else f"no route serves {path}")
+        route = self.find(path, model, caller)
+        if route is None:
+            raise NotFound(
+                f"no route serves {path} for model {model!r}" if model else f"no route serves {path}"
+            )
+        return route
 
     def policy_for(self, path: str, model: str | None, caller: Caller) -> Policy:
         """The policy of the matching route, or the default policy when none matches."""
-        for route in self.routes:
-            if route.matches(path, model, caller):
-                return route.policy
-        return self.default_policy
+        route = self.find(path, model, caller)
+        return route.policy if route is not None else self.default_policy
 
     def passthrough(self, path: str) -> bool:
         if not _is_clean(path):

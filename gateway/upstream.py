@@ -138,8 +138,9 @@ def raw_response_headers(response: UpstreamResponse) -> list[tuple[bytes, bytes]
     return out
 
 
-def response_headers(upstream_headers: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in upstream_headers.items() if k.lower() not in _DROP_RESPONSE}
+def response_headers(response: UpstreamResponse) -> dict[str, str]:
+    """:func:`raw_response_headers` as a dict, for Starlette responses that take one."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_response_headers(response)}
 
 
 async def open_upstream(

@@ -27,8 +27,7 @@ async def passthrough(request: Request) -> Response:
     if not allowed or state.router is None:
         raise NotFound(f"no such endpoint: {request.method} {full}")
     caller = state.router.authenticate(request.headers.get("authorization"), request.headers.get("x-api-key"))
-    route = next((r for r in state.router.routes if full.startswith(r.config.path_prefix)
-                  and (r.config.keys is None or caller.key_name in r.config.keys)), None)  # fmt: skip
+    route = state.router.find(full, None, caller, any_model=True)
     if route is None:
         raise NotFound(f"no route serves {full}")
     rid = request.scope["state"]["request_id"]
@@ -40,7 +39,7 @@ async def passthrough(request: Request) -> Response:
     return StreamingResponse(
         response.aiter_bytes(),
         status_code=response.status_code,
-        headers=response_headers(response.headers),
+        headers=response_headers(response),
         background=BackgroundTask(response.aclose),
     )
 

@@ -132,8 +132,6 @@ class StreamGuard:
         """The upstream ended (with or without ``[DONE]``): a last check with no hold-back."""
         if not self.template:
             raise UpstreamUnavailable("the upstream stream ended without a single completion chunk")
-        for state in self.channels.values():
-            state.begin_batch()
         cut = await self._check(set(self.channels))
         return (b"", cut) if cut is not None else (self._leftovers(), None)
 
