@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from classifiers.base import RISK_CODE_PATTERN, Classifier, InlineClassifier, Scores, StreamingClassifier
-from gateway.lru import LRU
+from classifiers.lru import LRU
 
 __all__ = [
     "ACTIONS",

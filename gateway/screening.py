@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from classifiers.base import Classifier, InlineClassifier, Scores, Span
-from gateway.lru import LRU
+from classifiers.lru import LRU
 from gateway.metrics import Metrics
 from gateway.policy import Action, Policy, severity
 
