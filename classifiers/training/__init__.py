@@ -1,0 +1,1 @@
+"""Training data for the harm-classification head: see `sources.load_examples`."""
