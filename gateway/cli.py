@@ -9,12 +9,13 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from pydantic import ValidationError
 
 from gateway.config import ConfigError
+from gateway.evaluate import DEFAULT_NEGATIVE, DEFAULT_POSITIVE
 from gateway.policy_loader import PolicyError, load_policy
 from gateway.settings import Settings
 
@@ -128,6 +129,55 @@ def check(
         "policy_version": decision.policy_version,
     }  # fmt: skip
     sys.stdout.write(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
+
+
+@app.command("eval")
+def eval_(
+    file: Annotated[Path, typer.Argument(help="Labelled CSV (header row) or JSON Lines file")],
+    text_field: Annotated[str, typer.Option(help="Field holding the text; dots reach into JSON")] = "text",
+    label_field: Annotated[str, typer.Option(help="Field holding the label; dots reach into JSON")] = "label",
+    policy: Annotated[Path | None, typer.Option(help="Policy file (default: bundled)")] = None,
+    direction: Annotated[str, typer.Option(help="input or output")] = "input",
+    positive: Annotated[str, typer.Option(help="Harmful label values, comma-separated")] = DEFAULT_POSITIVE,
+    negative: Annotated[str, typer.Option(help="Benign label values, comma-separated")] = DEFAULT_NEGATIVE,
+    min_action: Annotated[
+        str, typer.Option(help="Least action counted as harmful: flag, redact, refuse or block")
+    ] = "flag",
+    group_field: Annotated[str | None, typer.Option(help="Field to break figures down by")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N rows")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Texts screened at once")] = 16,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write all figures here")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="auto (from the extension), csv or jsonl")] = "auto",
+) -> None:
+    """Screen every text of a labelled FILE and score the policy: confusion, rates, latency."""
+    from rich.console import Console
+
+    from gateway.evaluate import EvalError, Fields, Labels, read_rows, render, run, settings, summarize
+    from gateway.policy import Action
+    from gateway.screening import Direction
+
+    if direction not in ("input", "output"):
+        _fail("--direction must be input or output")
+    if min_action not in ("flag", "redact", "refuse", "block"):
+        _fail("--min-action must be flag, redact, refuse or block")
+    if json_out is not None and not json_out.parent.is_dir():  # found out now, not after a long run
+        _fail(f"{json_out}: no such folder")
+    side, least = cast("Direction", direction), cast("Action", min_action)
+    try:
+        labels = Labels.parse_lists(positive, negative)
+        rows = read_rows(file, Fields(text_field, label_field, group_field, labels), fmt=fmt, limit=limit)
+        loaded = load_policy(policy)
+    except (EvalError, PolicyError) as exc:
+        _fail(str(exc))
+    outcomes, wall_s = run(loaded, rows, side, concurrency, Console(stderr=True))
+    head = settings(file, loaded, side, least, labels, group_field=group_field, concurrency=concurrency)
+    report = {**head, **summarize(rows, outcomes, least, wall_s)}
+    render(report, Console())
+    if json_out is not None:
+        try:
+            json_out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            _fail(f"{json_out}: cannot write: {exc.strerror}")
 
 
 @policy_app.command("check")
