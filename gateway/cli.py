@@ -1,4 +1,4 @@
-"""The ``modgate`` command: serve, check, policy check."""
+"""The ``modgate`` command: serve, check, eval, policy check."""
 
 from __future__ import annotations
 

@@ -27,8 +27,10 @@ TARGET_SLICES: dict[str, tuple[str, Any]] = {
         "zh", lambda e: bool(e.labels) and (e.source in HARMFUL_REQUESTS or e.source == "written")),
     "benign instructions en": ("en", lambda e: e.source in BENIGN_INSTRUCTIONS),
     "benign instructions zh": ("zh", lambda e: e.source in BENIGN_INSTRUCTIONS),
-    "look-alikes en": ("en", lambda e: e.source == "written" and not e.labels),
-    "look-alikes zh": ("zh", lambda e: e.source == "written" and not e.labels),
+    "everyday requests en (written)": ("en", lambda e: e.subset == "requests"),
+    "everyday requests zh (written)": ("zh", lambda e: e.subset == "requests"),
+    "look-alikes en": ("en", lambda e: e.subset == "lookalike"),
+    "look-alikes zh": ("zh", lambda e: e.subset == "lookalike"),
 }  # fmt: skip
 
 
@@ -40,10 +42,18 @@ def dev_report(
     labels: Sequence[str],
     thresholds: dict[str, float],
 ) -> dict[str, Any]:
-    """Harmful-vs-benign figures per target slice and per source, and per-label F1."""
-    harmful = scores[:, 0]
+    """Harmful-vs-benign figures per target slice and per source, and per-label F1.
+
+    A text counts as flagged when any label reaches its threshold, as in the gateway, where
+    every label maps to a risk code with a rule at the calibrated 0.5.
+    """
+    limits = torch.tensor([thresholds[label] for label in labels])
+    calibrated = torch.where(
+        scores < limits, 0.5 * scores / limits, 0.5 + 0.5 * (scores - limits) / (1 - limits)
+    )
+    harmful = calibrated.amax(dim=1)
     truth = y[:, 0]
-    t = thresholds["harmful"]
+    t = 0.5
 
     def slice_metrics(pick: list[int]) -> dict[str, Any]:
         return binary_metrics(harmful[pick], truth[pick], t).as_dict() if pick else {"n": 0}
@@ -135,7 +145,7 @@ used for training only; no data is redistributed in this repository.
 Scores are calibrated by the gateway so that each label's threshold maps onto 0.5.
 {labels}
 
-## Dev results at the `harmful` threshold ({threshold})
+## Dev results: flagged when any label reaches its threshold (as in the gateway)
 {targets}
 
 ### Per source

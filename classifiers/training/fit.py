@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from classifiers.head import GuardHead
 from classifiers.hf import HeadSpec, build_head
 
 __all__ = ["Metrics", "binary_metrics", "choose_threshold", "fit_head", "label_matrix", "predict"]
@@ -57,25 +58,30 @@ def fit_head(
     weight_decay: float = 1e-4,
     dropout: float = 0.1,
     seed: int = 13,
-) -> nn.Sequential:
-    """Train ``build_head(spec)`` with masked, class-balanced binary cross-entropy."""
+    weights: torch.Tensor | None = None,
+) -> GuardHead:
+    """Train ``build_head(spec)`` with masked, class-balanced binary cross-entropy; ``weights``
+    (one per example) count some examples more than others."""
     torch.manual_seed(seed)
     head = build_head(x.shape[1], spec)
-    trainer = nn.Sequential(nn.Dropout(dropout), head)
+    drop = nn.Dropout(dropout)
     positives = (y * known).sum(0)
     negatives = ((1 - y) * known).sum(0)
     pos_weight = (negatives / positives.clamp(min=1.0)).clamp(1.0, 20.0)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight, reduction="none")
-    optimiser = torch.optim.AdamW(trainer.parameters(), lr=lr, weight_decay=weight_decay)
+    optimiser = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     steps = epochs * math.ceil(len(x) / batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=max(steps, 1))
     generator = torch.Generator().manual_seed(seed)
-    trainer.train()
+    head.train()
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=generator)
         for at in range(0, len(x), batch_size):
             idx = order[at : at + batch_size]
-            losses = loss_fn(trainer(x[idx]), y[idx]) * known[idx]
+            logits = head(drop(x[idx]))
+            losses = loss_fn(logits, y[idx]) * known[idx]
+            if weights is not None:
+                losses = losses * weights[idx, None]
             loss = losses.sum() / known[idx].sum().clamp(min=1.0)
             optimiser.zero_grad()
             loss.backward()
@@ -86,7 +92,8 @@ def fit_head(
 
 
 @torch.inference_mode()
-def predict(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def predict(head: GuardHead, x: torch.Tensor) -> torch.Tensor:
+    head.eval()
     return torch.sigmoid(head(x))
 
 

@@ -82,26 +82,18 @@ READERS: dict[str, Callable[[Path], Iterable[Record]]] = {
 # part is about 50k, leaving room for the written examples under 60k, with benign >= harmful in
 # each language. A cap takes half benign and half harmful, the harmful half spread over label sets,
 # so Davidson keeps all its hate tweets and COLD its three topics in equal parts.
+_PUBLIC_CAPS: Mapping[str, int] = {
+    "cold": 18_000,
+    "davidson-hate-offensive": 6_000,
+    "kdconv-zh": 2_000,
+    "crosswoz-zh": 2_000,
+    "cmrc2018-zh-questions": 2_000,
+    "clinc150-en": 3_000,
+    "nq-open-en": 2_500,
+}
 DEFAULT_CAPS: Mapping[Variant, Mapping[str, int]] = {
-    "default": {
-        "cold": 18_000,
-        "davidson-hate-offensive": 6_000,
-        "kdconv-zh": 2_000,
-        "crosswoz-zh": 2_000,
-        "cmrc2018-zh-questions": 2_000,
-        "clinc150-en": 3_000,
-        "nq-open-en": 2_500,
-    },
-    "research": {
-        "cold": 18_000,
-        "davidson-hate-offensive": 6_000,
-        "kdconv-zh": 2_000,
-        "crosswoz-zh": 2_000,
-        "cmrc2018-zh-questions": 2_000,
-        "clinc150-en": 3_000,
-        "nq-open-en": 2_500,
-        "alpaca": 5_000,
-    },
+    "default": _PUBLIC_CAPS,
+    "research": {**_PUBLIC_CAPS, "alpaca": 5_000},
 }
 
 
@@ -137,7 +129,7 @@ def load_examples(
 
     `variant="default"` keeps only permissively licensed texts (the shipped model);
     `"research"` adds the non-commercial and unlicensed ones. `caps` maps a source or subset name to
-    a maximum count (None: `DEFAULT_CAPS[variant]`; `{}`: no caps).
+    a maximum count of *training* examples (None: `DEFAULT_CAPS[variant]`; `{}`: no caps).
     """
     if variant not in DEFAULT_CAPS:
         raise ValueError(f"unknown variant {variant!r}")
@@ -147,7 +139,11 @@ def load_examples(
     if variant == "default":
         records = [r for r in records if is_permissive(r.licence)]
     examples = _dedupe(records, _components(records), seed)
-    kept = _apply_caps(examples, DEFAULT_CAPS[variant] if caps is None else caps, names, seed)
+    # Caps shape what the head learns from; dev stays whole, so that dev figures are measured on
+    # each set's own mix (Davidson is 83% offensive, COLD's dev file is balanced).
+    train = [item for item in examples if item[0].split == "train"]
+    dev = [item for item in examples if item[0].split == "dev"]
+    kept = _apply_caps(train, DEFAULT_CAPS[variant] if caps is None else caps, names, seed) + dev
     logger.info("training examples loaded", extra={"variant": variant, "count": len(kept)})
     return [example for example, _ in kept]
 
@@ -163,6 +159,12 @@ WRITTEN_CATEGORIES: Mapping[str, frozenset[str]] = {
     "insult": harmful("insult"),
     **{c: harmful("discrimination", c) for c in HEAD_LABELS if c.startswith("disc_")},
 }
+
+
+#: Category of written benign rows that imitate no harmful category: everyday requests to an
+#: assistant ("请帮我写一封请假邮件"), phrased like the harmful requests so the head does not learn
+#: "a request" as the signal.
+GENERAL = "general"
 
 
 def read_written(folder: Path) -> list[Record]:
@@ -192,10 +194,17 @@ def _written_record(row: object) -> Record:
     text, lang, label, category = row["text"], row["lang"], row["label"], row["category"]
     if not isinstance(text, str) or not text.strip():
         raise ValueError("text must be a non-empty string")
-    if lang not in ("zh", "en") or label not in ("harmful", "benign") or category not in WRITTEN_CATEGORIES:
+    general = label == "benign" and category == GENERAL  # ordinary requests, not look-alikes
+    if (
+        lang not in ("zh", "en")
+        or label not in ("harmful", "benign")
+        or (category not in WRITTEN_CATEGORIES and not general)
+    ):
         raise ValueError(f"bad lang/label/category {lang!r}/{label!r}/{category!r}")
     if not isinstance(row.get("style", ""), str):
         raise ValueError("style must be a string")
+    if general:
+        return Record(text, lang, "written", "requests", "own", frozenset())
     if label == "benign":
         return Record(text, lang, "written", "lookalike", "own", frozenset())
     return Record(text, lang, "written", "written", "own", WRITTEN_CATEGORIES[category])

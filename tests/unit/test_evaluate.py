@@ -40,6 +40,7 @@ POLICY = """\
 name: evaltest
 extends: default
 classifiers:
+  guard: null  # the model's figures are the model card's business; these test the arithmetic
   test-terms:
     type: lexicon
     terms:
