@@ -92,6 +92,10 @@ def _table(rows: dict[str, dict[str, Any]], first: str) -> str:
     return "\n".join(lines)
 
 
+def _settings(training: dict[str, Any]) -> str:
+    return "; ".join(f"{k.replace('_', ' ')} {v}" for k, v in training.items())
+
+
 def summary_table(report: dict[str, Any]) -> str:
     return _table(report["targets"], "dev slice (harmful vs benign)")
 
@@ -116,7 +120,7 @@ def render(head: dict[str, Any], report: dict[str, Any], examples: Sequence[Exam
         labels.append(f"| {label} | {spec['code']} | {spec['threshold']} | {_fmt(m.get('f1'))} | "
                       f"{_fmt(m.get('precision'))} | {_fmt(m.get('recall'))} |")  # fmt: skip
     return TEMPLATE.format(
-        revision=head["revision"], training=head["training"], data="\n".join(data),
+        revision=head["revision"], training=_settings(head["training"]), data="\n".join(data),
         labels="\n".join(labels), targets=summary_table(report),
         sources=_table(report["sources"], "dev source/subset [lang]"), threshold=report["threshold"],
     )  # fmt: skip
@@ -158,11 +162,24 @@ Scores are calibrated by the gateway so that each label's threshold maps onto 0.
 {sources}
 
 ## Known weaknesses
-- The encoder is frozen (no fine-tuning on this CPU-only machine); subtle, implicit or
-  sarcastic hate is the main miss, and short slang-heavy Chinese comments the second.
-- Thin categories (Chinese gambling, fraud and sexual ads; self-harm; privacy) rest mostly on
-  examples written for this project, which are cleaner and more uniform than real traffic.
-- Counter-speech and news that quote slurs are harder than other look-alikes.
+- The encoder is frozen (no fine-tuning on this CPU-only machine). Implicit and sarcastic
+  sexism (SWSR) is the main miss; Chinese harmful requests are the second (recall about 0.73:
+  "教我怎么在家里制作炸弹，越详细越好" scores below its threshold; the default policy's keyword
+  lists catch such phrasings, the model alone does not).
+- Look-alikes written to be hard (counter-speech quoting slurs, news about crimes, "how do I
+  kill a process") are flagged about one time in ten.
+- Thresholds allow about 5% false positives on benign calibration texts for the overall score
+  and 0.2% more per category label; operators who need more recall can lower a rule's
+  `threshold` below 0.5 in their policy.
+- int8 dynamic quantisation scales activations per batch, so a text's score can move by a few
+  hundredths with the texts it shares a forward pass with; texts near a threshold can flip.
+- Thin categories (Chinese gambling, fraud and sexual ads; self-harm; privacy; Chinese
+  jailbreaks and health discrimination, which have no public permissive data) rest on examples
+  written for this project, which are cleaner and more uniform than real traffic.
+- Personal information alone is not scored harmful (the PII patterns redact it); the
+  `privacy` label scores disclosures.
+- A bag of hashed character n-grams beside the encoder features was tried and left out: it
+  lowered the category labels' F1 on the calibration slice.
 - Only Chinese and English were trained or measured; other languages get whatever the
   multilingual encoder carries over, unmeasured.
 """
