@@ -13,7 +13,7 @@ from classifiers import hf, train
 from classifiers.training.fit import binary_metrics, choose_threshold, label_matrix
 from classifiers.transformer import LabelMap, TransformerClassifier
 from tests.support import tiny_models
-from tests.test_training_sources import WRITTEN, _en_harmful_sets, _en_sets, _jsonl, _zh_sets
+from tests.unit.test_training_sources import WRITTEN, _en_harmful_sets, _en_sets, _jsonl, _zh_sets
 
 
 @pytest.fixture(scope="module")
