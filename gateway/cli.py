@@ -172,7 +172,8 @@ def eval_(
     outcomes, wall_s = run(loaded, rows, side, concurrency, Console(stderr=True))
     head = settings(file, loaded, side, least, labels, group_field=group_field, concurrency=concurrency)
     report = {**head, **summarize(rows, outcomes, least, wall_s)}
-    render(report, Console())
+    # Piped into a file or a CI log, rich would wrap the table at 80 columns and cut its figures.
+    render(report, Console() if sys.stdout.isatty() else Console(width=160))
     if json_out is not None:
         try:
             json_out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
