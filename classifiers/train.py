@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     report = card.dev_report(dev, dev_scores, y[dev_idx], known[dev_idx], HEAD_LABELS, thresholds)
     report["calibration_harmful"] = binary_metrics(
         calib_scores[:, 0], y[calib_idx, 0], thresholds["harmful"]
-    ).as_dict()
+    ).as_dict(4)
     _write(args, spec, head, thresholds, report, examples, time.monotonic() - started)
 
 

@@ -15,7 +15,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -25,6 +25,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from classifiers.confusion import Confusion, metrics
 from gateway.policy import ACTIONS, Action, Policy, severity
 from gateway.screening import ERROR_CODE, Decision, Direction, Segment, screen
 
@@ -277,44 +278,6 @@ def run(
 
 
 # --- figures ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Confusion:
-    tp: int = 0
-    fp: int = 0
-    tn: int = 0
-    fn: int = 0
-
-    def add(self, actual: bool, predicted: bool) -> None:
-        if actual and predicted:
-            self.tp += 1
-        elif actual:
-            self.fn += 1
-        elif predicted:
-            self.fp += 1
-        else:
-            self.tn += 1
-
-
-def _ratio(num: int, den: int) -> float | None:
-    return num / den if den else None
-
-
-def metrics(c: Confusion) -> dict[str, int | float | None]:
-    """Counts and rates; a rate whose denominator is zero is None (JSON null), never an error."""
-    n = c.tp + c.fp + c.tn + c.fn
-    return {
-        "n": n,
-        "positives": c.tp + c.fn,
-        **asdict(c),
-        "accuracy": _ratio(c.tp + c.tn, n),
-        "precision": _ratio(c.tp, c.tp + c.fp),
-        "recall": _ratio(c.tp, c.tp + c.fn),
-        # 2TP/(2TP+FP+FN) equals 2PR/(P+R), and is defined (0) when no text was predicted harmful.
-        "f1": _ratio(2 * c.tp, 2 * c.tp + c.fp + c.fn),
-        "fpr": _ratio(c.fp, c.fp + c.tn),
-    }
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

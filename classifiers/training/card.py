@@ -8,8 +8,9 @@ from typing import Any
 
 import torch
 
-from classifiers.training.fit import Metrics, binary_metrics
+from classifiers.training.fit import binary_metrics
 from classifiers.training.sources import Example
+from classifiers.transformer import calibrate
 
 __all__ = ["TARGET_SLICES", "dev_report", "render", "summary_table"]
 
@@ -53,16 +54,14 @@ def dev_report(
     A text counts as flagged when any label reaches its threshold, as in the gateway, where
     every label maps to a risk code with a rule at the calibrated 0.5.
     """
-    limits = torch.tensor([thresholds[label] for label in labels])
-    calibrated = torch.where(
-        scores < limits, 0.5 * scores / limits, 0.5 + 0.5 * (scores - limits) / (1 - limits)
-    )
-    harmful = calibrated.amax(dim=1)
+    limits = [thresholds[label] for label in labels]
+    # The gateway's own calibration, so "flagged" here is what a 0.5 rule flags there.
+    harmful = torch.tensor([max(map(calibrate, row, limits)) for row in scores.tolist()])
     truth = y[:, 0]
     t = 0.5
 
     def slice_metrics(pick: list[int]) -> dict[str, Any]:
-        return binary_metrics(harmful[pick], truth[pick], t).as_dict() if pick else {"n": 0}
+        return binary_metrics(harmful[pick], truth[pick], t).as_dict(4) if pick else {"n": 0}
 
     targets = {}
     for name, (lang, pred) in TARGET_SLICES.items():
@@ -74,8 +73,8 @@ def dev_report(
     per_label = {}
     for j, label in enumerate(labels):
         mask = known[:, j].bool()
-        m: Metrics = binary_metrics(scores[mask, j], y[mask, j], thresholds[label])
-        per_label[label] = {"threshold": thresholds[label], **m.as_dict()}
+        m = binary_metrics(scores[mask, j], y[mask, j], thresholds[label])
+        per_label[label] = {"threshold": thresholds[label], **m.as_dict(4)}
     overall = {lang: slice_metrics([i for i, e in enumerate(dev) if e.lang == lang]) for lang in ("zh", "en")}
     return {"threshold": t, "targets": targets, "overall": overall, "sources": sources, "labels": per_label}
 

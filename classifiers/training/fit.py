@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from classifiers.confusion import Confusion
 from classifiers.head import GuardHead
 from classifiers.hf import HeadSpec, build_head
 
-__all__ = ["Metrics", "binary_metrics", "choose_threshold", "fit_head", "label_matrix", "predict"]
+__all__ = ["binary_metrics", "choose_threshold", "fit_head", "label_matrix", "predict"]
 
 GROUP_LABELS = ("disc_ethnicity", "disc_belief", "disc_nationality", "disc_region", "disc_gender", "disc_age",
                 "disc_occupation", "disc_health")  # fmt: skip
@@ -101,52 +101,14 @@ def predict(head: GuardHead, x: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(head(x))
 
 
-@dataclass(frozen=True)
-class Metrics:
-    n: int
-    positives: int
-    tp: int
-    fp: int
-    tn: int
-    fn: int
-
-    @property
-    def accuracy(self) -> float | None:
-        return (self.tp + self.tn) / self.n if self.n else None
-
-    @property
-    def precision(self) -> float | None:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else None
-
-    @property
-    def recall(self) -> float | None:
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else None
-
-    @property
-    def fpr(self) -> float | None:
-        return self.fp / (self.fp + self.tn) if self.fp + self.tn else None
-
-    @property
-    def f1(self) -> float | None:
-        p, r = self.precision, self.recall
-        return 2 * p * r / (p + r) if p is not None and r is not None and p + r else None
-
-    def as_dict(self) -> dict[str, float | int | None]:
-        out: dict[str, float | int | None] = {"n": self.n, "positives": self.positives}
-        for name in ("accuracy", "precision", "recall", "f1", "fpr"):
-            value = getattr(self, name)
-            out[name] = None if value is None else round(value, 4)
-        return out
-
-
-def binary_metrics(scores: torch.Tensor, truth: torch.Tensor, threshold: float) -> Metrics:
+def binary_metrics(scores: torch.Tensor, truth: torch.Tensor, threshold: float) -> Confusion:
     pred = scores >= threshold
     t = truth.bool()
     tp = int((pred & t).sum())
     fp = int((pred & ~t).sum())
     fn = int((~pred & t).sum())
     tn = int((~pred & ~t).sum())
-    return Metrics(len(scores), int(t.sum()), tp, fp, tn, fn)
+    return Confusion(tp, fp, tn, fn)
 
 
 def choose_threshold(scores: torch.Tensor, truth: torch.Tensor, *, max_fpr: float | None = None) -> float:
