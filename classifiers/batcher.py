@@ -19,7 +19,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 __all__ = ["MicroBatcher", "Overloaded"]
@@ -35,7 +35,6 @@ class Overloaded(RuntimeError):
 class _Job(Generic[T]):
     texts: Sequence[str]
     future: asyncio.Future[list[T]]
-    results: list[T] = field(default_factory=list)
 
 
 class MicroBatcher(Generic[T]):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -22,6 +23,9 @@ __all__ = ["FeatureCache", "compute_features"]
 
 #: Characters kept per text for training: the first window is what the head learns from.
 MAX_CHARS = 2000
+#: Seconds between saves of the cache during a long run: each save rewrites the whole file
+#: (hundreds of MB), so saving every few chunks rewrote it dozens of times.
+SAVE_EVERY_S = 120.0
 
 
 class FeatureCache:
@@ -62,6 +66,7 @@ def compute_features(
     )
     if progress:
         progress(len(texts) - len(todo))
+    saved = time.monotonic()
     for at in range(0, len(todo), chunk):
         part = todo[at : at + chunk]
         feats, _ = encoder.encode([prepared[i] for i in part], overflow=False)
@@ -69,8 +74,9 @@ def compute_features(
             rows[keys[i]] = feats[j].clone()
         if progress:
             progress(len(part))
-        if cache is not None and (at // chunk) % 20 == 19:
+        if cache is not None and time.monotonic() - saved > SAVE_EVERY_S:
             cache.save()  # long runs survive an interruption
+            saved = time.monotonic()
     if cache is not None and todo:
         cache.save()
     return torch.stack([rows[k] for k in keys]) if keys else torch.zeros(0, encoder.dim)
