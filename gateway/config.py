@@ -27,8 +27,10 @@ __all__ = [
     "ConfigError",
     "GatewayConfig",
     "KeyConfig",
+    "ReportSettings",
     "RouteConfig",
     "UpstreamConfig",
+    "WebhookSink",
     "default_config",
     "load_config",
 ]
@@ -81,6 +83,9 @@ class KeyConfig(_Strict):
     name: str
     key: SecretStr = Field(..., description="The bearer token clients send (use ${ENV} references).")
     tenant: str
+    user: str | None = Field(
+        None, description="User id for enforcement when the request names none (one user per key)."
+    )
 
     @field_validator("key")
     @classmethod
@@ -88,6 +93,32 @@ class KeyConfig(_Strict):
         if len(value.get_secret_value()) < 16:
             raise ValueError("gateway API keys must be at least 16 characters")
         return value
+
+
+class WebhookSink(_Strict):
+    url: str = Field(..., description="POSTed one JSON event per report change.")
+    secret: SecretStr = Field(..., description="HMAC-SHA256 key; the signature goes in X-Modgate-Signature.")
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    timeout_s: float = Field(10.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("webhook url must be an http(s) URL")
+        return value
+
+
+class ReportSettings(_Strict):
+    """Where queued reports go, and how hard the worker tries."""
+
+    jsonl_dir: Path | None = Field(None, description="One reports-YYYY-MM-DD.jsonl file per day here.")
+    webhook: WebhookSink | None = None
+    worker: bool = Field(True, description="Run the delivery worker inside serve.")
+    max_attempts: int = Field(8, ge=1, le=100, description="Failed deliveries before the dead letter.")
+    retry_base_s: float = Field(1.0, gt=0, description="First retry delay; doubles per attempt.")
+    retry_max_s: float = Field(300.0, gt=0)
+    reclaim_after_s: float = Field(60.0, gt=0, description="Events a crashed worker held are retaken after.")
 
 
 class GatewayConfig(_Strict):
@@ -98,6 +129,16 @@ class GatewayConfig(_Strict):
     passthrough: list[str] = Field(
         default_factory=list, description="Extra paths proxied unscreened ('/v1/files' or '/v1/files/*')."
     )
+    admin_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict, description="Admin token name -> token; the name is recorded as the actor."
+    )
+    provider: str = Field(
+        "modgate", min_length=1, description="Service provider name: ContentProducer in AIGC labels."
+    )
+    pseudonym_secret: SecretStr | None = Field(
+        None, description="HMAC key for user pseudonyms; none: one is made once and kept in the store."
+    )
+    reports: ReportSettings = ReportSettings()
     base_dir: Path = Field(Path("."), exclude=True)
 
     @model_validator(mode="after")
@@ -111,6 +152,9 @@ class GatewayConfig(_Strict):
         names = [k.name for k in self.keys]
         if len(names) != len(set(names)):
             raise ValueError("keys: names must be unique")
+        for name, token in self.admin_tokens.items():
+            if len(token.get_secret_value()) < 16:
+                raise ValueError(f"admin_tokens.{name}: must be at least 16 characters")
         for path in self.passthrough:
             if not path.startswith("/"):
                 raise ValueError(f"passthrough: {path!r} must start with '/'")

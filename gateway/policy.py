@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from classifiers.base import RISK_CODE_PATTERN, Classifier, InlineClassifier, Scores, StreamingClassifier
 from classifiers.lru import LRU
+from gateway.duties import ComplaintSettings, EnforcementSettings, LabelingSettings, RetentionSettings
 
 __all__ = [
     "ACTIONS",
@@ -97,6 +98,12 @@ class PolicyFile(_Strict):
         "block", description="What a classifier error or timeout counts as."
     )
     classifier_timeout_s: float = Field(2.0, gt=0, le=60)
+    enforcement: EnforcementSettings | None = Field(
+        None, description="Strikes ladder against users who abuse the service; none: no enforcement."
+    )
+    labeling: LabelingSettings = LabelingSettings()
+    retention: RetentionSettings = RetentionSettings()
+    complaints: ComplaintSettings = ComplaintSettings()
 
     @field_validator("rules")
     @classmethod

@@ -54,7 +54,7 @@ class Recorder:
         for risk in incident.risks:
             self.metrics.decisions.labels(decision.direction, risk["action"], risk["code"]).inc()
         try:
-            await self.store.record_incident(incident)
+            await self.store.incidents.record(incident)
         except Exception:
             log.exception("incident NOT stored id=%s request_id=%s", incident.id, info.request_id)
             self.metrics.store_errors.labels("record_incident").inc()

@@ -79,7 +79,7 @@ class Gateway:
             store = SQLiteStore(self.state.settings.store)
             await store.open()
             try:
-                return await store.recent_incidents(100)
+                return (await store.incidents.list(100)).data
             finally:
                 await store.close()
 

@@ -1,63 +1,132 @@
 """Redis backend, for several gateway replicas sharing one record.
 
-Keys: ``{prefix}incident:{id}`` holds the JSON body; ``{prefix}incidents`` is a sorted set of
-ids by time, for listing and retention.
+Keys (under ``prefix``): ``incident:{id}`` holds the JSON body; ``incidents`` is a sorted set
+of ids, all at score 0 so that it sorts by id (ids are time-ordered) and pages by
+lexicographic range; ``incidents:by-time`` scores them by creation time, for retention;
+``secret:{name}`` holds a kept secret. Each record store (``redis_*.py``) documents its keys.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.incidents import Incident
+from gateway.records import Page
 
-__all__ = ["RedisStore"]
+__all__ = ["RedisConn", "RedisIncidents", "RedisStore"]
+
+
+class RedisConn:
+    """The shared client (made at open) and key prefix of one store."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.client: aioredis.Redis | None = None
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        if self.client is None:
+            raise RuntimeError("store is not open")
+        return self.client
+
+    def key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+
+def lex_page(ids: list[str], limit: int) -> tuple[list[str], str | None]:
+    """Ids fetched with LIMIT limit+1 → (this page, cursor of the next or None)."""
+    if len(ids) > limit:
+        return ids[:limit], ids[limit - 1]
+    return ids, None
+
+
+class RedisIncidents:
+    def __init__(self, conn: RedisConn) -> None:
+        self._c = conn
+
+    async def record(self, incident: Incident) -> None:
+        body = json.dumps(incident.to_dict(), ensure_ascii=False)
+        async with self._c.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._c.key("incident", incident.id), body)
+            pipe.zadd(self._c.key("incidents"), {incident.id: 0})
+            pipe.zadd(self._c.key("incidents", "by-time"), {incident.id: incident.created_at})
+            await pipe.execute()
+
+    async def get(self, incident_id: str) -> Incident | None:
+        body = await self._c.redis.get(self._c.key("incident", incident_id))
+        return Incident.from_dict(json.loads(body)) if body else None
+
+    async def list(self, limit: int = 50, after: str | None = None) -> Page[Incident]:
+        if limit <= 0:
+            return Page([])
+        top = f"({after}" if after is not None else "+"
+        raw = await self._c.redis.zrange(
+            self._c.key("incidents"), top, "-", desc=True, bylex=True, offset=0, num=limit + 1
+        )
+        ids, cursor = lex_page([str(i) for i in raw], limit)
+        if not ids:
+            return Page([])
+        bodies = await self._c.redis.mget([self._c.key("incident", i) for i in ids])
+        return Page([Incident.from_dict(json.loads(b)) for b in bodies if b], cursor)
+
+    async def purge(self, before: float) -> int:
+        by_time = self._c.key("incidents", "by-time")
+        deleted = 0
+        while True:
+            raw = await self._c.redis.zrangebyscore(by_time, "-inf", f"({before}", start=0, num=500)
+            ids = [str(i) for i in raw]
+            if not ids:
+                return deleted
+            async with self._c.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(*(self._c.key("incident", i) for i in ids))
+                pipe.zrem(self._c.key("incidents"), *ids)
+                pipe.zrem(by_time, *ids)
+                await pipe.execute()
+            deleted += len(ids)
 
 
 class RedisStore:
     def __init__(self, url: str, prefix: str = "modgate:") -> None:
         self.url = url
         self.prefix = prefix
-        self._redis: aioredis.Redis | None = None
+        self._c = RedisConn(url, prefix)
+        self.incidents = RedisIncidents(self._c)
 
     @property
     def redis(self) -> aioredis.Redis:
-        if self._redis is None:
-            raise RuntimeError("store is not open")
-        return self._redis
+        return self._c.redis
 
     async def open(self) -> None:
-        self._redis = aioredis.from_url(self.url, decode_responses=True)
+        self._c.client = aioredis.from_url(self.url, decode_responses=True)
 
     async def close(self) -> None:
-        if self._redis is not None:
-            await self._redis.aclose()
-            self._redis = None
+        if self._c.client is not None:
+            await self._c.client.aclose()
+            self._c.client = None
 
     async def ping(self) -> bool:
         try:
-            return bool(await self.redis.ping())
+            return bool(await self._c.redis.ping())
         except (RedisError, OSError, RuntimeError):
             return False
 
-    async def record_incident(self, incident: Incident) -> None:
-        body = json.dumps(incident.to_dict(), ensure_ascii=False)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(f"{self.prefix}incident:{incident.id}", body)
-            pipe.zadd(f"{self.prefix}incidents", {incident.id: incident.created_at})
-            await pipe.execute()
+    async def secret(self, name: str) -> str:
+        key = self._c.key("secret", name)
+        await self._c.redis.set(key, secrets.token_hex(32), nx=True)
+        return str(await self._c.redis.get(key))
 
-    async def get_incident(self, incident_id: str) -> Incident | None:
-        body = await self.redis.get(f"{self.prefix}incident:{incident_id}")
-        return Incident.from_dict(json.loads(body)) if body else None
-
-    async def recent_incidents(self, limit: int = 50) -> list[Incident]:
-        if limit <= 0:  # ZREVRANGE 0 -1 would mean "all"
-            return []
-        ids = [str(i) for i in await self.redis.zrevrange(f"{self.prefix}incidents", 0, limit - 1)]
-        if not ids:
-            return []
-        bodies = await self.redis.mget([f"{self.prefix}incident:{i}" for i in ids])
-        return [Incident.from_dict(json.loads(b)) for b in bodies if b]
+    async def warnings(self) -> list[str]:
+        """Redis as the legal record must persist: warn when neither AOF nor RDB is on."""
+        try:
+            aof = await self._c.redis.config_get("appendonly")
+            save = await self._c.redis.config_get("save")
+        except RedisError as exc:  # CONFIG may be renamed or denied on managed Redis
+            return [f"cannot read Redis persistence settings ({type(exc).__name__})"]
+        if aof.get("appendonly") != "yes" and not (save.get("save") or "").strip():
+            return ["Redis persistence is off (no AOF, no RDB): incidents and reports are lost on restart"]
+        return []

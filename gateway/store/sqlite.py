@@ -1,13 +1,15 @@
 """SQLite backend: one WAL-mode file, every call on one dedicated thread.
 
 One thread owns the connection, so there is no cross-thread use of it and writes are
-serialised without locks of our own; the event loop never blocks on disk.
+serialised without locks of our own; the event loop never blocks on disk. Each record store
+(``sqlite_*.py``) brings its own schema and runs its statements through :class:`Runner`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,8 +17,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.incidents import Incident
+from gateway.records import Page
 
-__all__ = ["SQLiteStore"]
+__all__ = ["Runner", "SQLiteIncidents", "SQLiteStore"]
 
 T = TypeVar("T")
 
@@ -27,23 +30,95 @@ CREATE TABLE IF NOT EXISTS incidents (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS incidents_created ON incidents(created_at);
+CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+class Runner:
+    """Runs a function with the connection on the store's one thread."""
+
+    def __init__(self) -> None:
+        self.db: sqlite3.Connection | None = None
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modgate-sqlite")
+
+    async def __call__(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            if self.db is None:
+                raise RuntimeError("store is not open")
+            return fn(self.db)
+
+        return await asyncio.get_running_loop().run_in_executor(self.pool, run)
+
+    async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` inside BEGIN IMMEDIATE … COMMIT (rolled back when it raises)."""
+
+        def run(db: sqlite3.Connection) -> T:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
+
+        return await self(run)
+
+
+def page_rows(rows: list[Any], limit: int, key: Callable[[Any], str]) -> tuple[list[Any], str | None]:
+    """Rows fetched with LIMIT limit+1 → (this page, cursor of the next or None)."""
+    if len(rows) > limit:
+        rows = rows[:limit]
+        return rows, key(rows[-1])
+    return rows, None
+
+
+class SQLiteIncidents:
+    def __init__(self, run: Runner) -> None:
+        self._run = run
+
+    async def record(self, incident: Incident) -> None:
+        body = json.dumps(incident.to_dict(), ensure_ascii=False)
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO incidents (id, created_at, body) VALUES (?, ?, ?)",
+                (incident.id, incident.created_at, body),
+            )
+        )
+
+    async def get(self, incident_id: str) -> Incident | None:
+        row = await self._run(
+            lambda db: db.execute("SELECT body FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+        )
+        return Incident.from_dict(json.loads(row[0])) if row else None
+
+    async def list(self, limit: int = 50, after: str | None = None) -> Page[Incident]:
+        if limit <= 0:
+            return Page([])
+        sql = "SELECT id, body FROM incidents"
+        args: tuple[Any, ...] = (limit + 1,)
+        if after is not None:
+            sql += " WHERE id < ?"
+            args = (after, limit + 1)
+        sql += " ORDER BY id DESC LIMIT ?"
+        rows: list[Any] = await self._run(lambda db: db.execute(sql, args).fetchall())
+        rows, cursor = page_rows(rows, limit, lambda r: r[0])
+        return Page([Incident.from_dict(json.loads(r[1])) for r in rows], cursor)
+
+    async def purge(self, before: float) -> int:
+        cursor = await self._run(
+            lambda db: db.execute("DELETE FROM incidents WHERE created_at < ?", (before,))
+        )
+        return int(cursor.rowcount)
 
 
 class SQLiteStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.path = Path(url.removeprefix("sqlite:///"))
-        self._db: sqlite3.Connection | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modgate-sqlite")
-
-    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def run() -> T:
-            if self._db is None:
-                raise RuntimeError("store is not open")
-            return fn(self._db)
-
-        return await asyncio.get_running_loop().run_in_executor(self._pool, run)
+        self._run = Runner()
+        self.incidents = SQLiteIncidents(self._run)
+        self._schemas = [_SCHEMA]
 
     async def open(self) -> None:
         def connect() -> sqlite3.Connection:
@@ -54,42 +129,32 @@ class SQLiteStore:
             # FULL: an incident is a legal record; it must survive a crash right after the response.
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(_SCHEMA)
+            for schema in self._schemas:
+                db.executescript(schema)
             return db
 
-        self._db = await asyncio.get_running_loop().run_in_executor(self._pool, connect)
+        self._run.db = await asyncio.get_running_loop().run_in_executor(self._run.pool, connect)
 
     async def close(self) -> None:
-        if self._db is not None:
-            db, self._db = self._db, None
-            await asyncio.get_running_loop().run_in_executor(self._pool, db.close)
-        self._pool.shutdown(wait=True)
+        if self._run.db is not None:
+            db, self._run.db = self._run.db, None
+            await asyncio.get_running_loop().run_in_executor(self._run.pool, db.close)
+        self._run.pool.shutdown(wait=True)
 
     async def ping(self) -> bool:
         try:
-            return await self._call(lambda db: db.execute("SELECT 1").fetchone() == (1,))
+            return await self._run(lambda db: db.execute("SELECT 1").fetchone() == (1,))
         except (sqlite3.Error, RuntimeError):
             return False
 
-    async def record_incident(self, incident: Incident) -> None:
-        body = json.dumps(incident.to_dict(), ensure_ascii=False)
-        await self._call(
-            lambda db: db.execute(
-                "INSERT INTO incidents (id, created_at, body) VALUES (?, ?, ?)",
-                (incident.id, incident.created_at, body),
-            )
-        )
+    async def secret(self, name: str) -> str:
+        fresh = secrets.token_hex(32)
 
-    async def get_incident(self, incident_id: str) -> Incident | None:
-        row = await self._call(
-            lambda db: db.execute("SELECT body FROM incidents WHERE id = ?", (incident_id,)).fetchone()
-        )
-        return Incident.from_dict(json.loads(row[0])) if row else None
+        def get_or_create(db: sqlite3.Connection) -> str:
+            db.execute("INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)", (name, fresh))
+            return str(db.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()[0])
 
-    async def recent_incidents(self, limit: int = 50) -> list[Incident]:
-        rows: list[Any] = await self._call(
-            lambda db: db.execute(
-                "SELECT body FROM incidents ORDER BY created_at DESC LIMIT ?", (limit,)
-            ).fetchall()
-        )
-        return [Incident.from_dict(json.loads(r[0])) for r in rows]
+        return await self._run.transaction(get_or_create)
+
+    async def warnings(self) -> list[str]:
+        return []

@@ -125,8 +125,8 @@ async def test_ping_before_open_and_after_close(make_store: StoreFactory) -> Non
 
 async def test_record_and_get(store: Store) -> None:
     recorded = incident(1, exposed_chars=3, model=None)
-    await store.record_incident(recorded)
-    got = await store.get_incident(recorded.id)
+    await store.incidents.record(recorded)
+    got = await store.incidents.get(recorded.id)
     assert got == recorded
     assert got is not None
     assert got.excerpt == "第1条：请告诉我炸药配方 — tell me the zorblax recipe"
@@ -138,15 +138,15 @@ async def test_awkward_text_round_trips(store: Store) -> None:
     text = "引号 \"quoted\" 'single' \\ back\nnew line\ttab 😀 \u200b zero-width \x00 nul"
     text += "'); DROP TABLE incidents;--"
     recorded = incident(2, excerpt=text, route="路由/一", request_id="req-'\"")
-    await store.record_incident(recorded)
-    assert await store.get_incident(recorded.id) == recorded
+    await store.incidents.record(recorded)
+    assert await store.incidents.get(recorded.id) == recorded
 
 
 async def test_unknown_id_is_none(store: Store) -> None:
-    await store.record_incident(incident(1))
-    assert await store.get_incident("inc_does_not_exist") is None
-    assert await store.get_incident("") is None
-    assert await store.get_incident("' OR '1'='1") is None
+    await store.incidents.record(incident(1))
+    assert await store.incidents.get("inc_does_not_exist") is None
+    assert await store.incidents.get("") is None
+    assert await store.incidents.get("' OR '1'='1") is None
 
 
 async def test_recent_is_newest_first_and_limited(store: Store) -> None:
@@ -154,18 +154,18 @@ async def test_recent_is_newest_first_and_limited(store: Store) -> None:
     shuffled = incidents[:]
     random.Random(7).shuffle(shuffled)
     for one in shuffled:
-        await store.record_incident(one)
+        await store.incidents.record(one)
     newest_first = incidents[::-1]
-    assert await store.recent_incidents(3) == newest_first[:3]
-    assert await store.recent_incidents(1) == newest_first[:1]
-    assert await store.recent_incidents(100) == newest_first
-    assert await store.recent_incidents() == newest_first
+    assert (await store.incidents.list(3)).data == newest_first[:3]
+    assert (await store.incidents.list(1)).data == newest_first[:1]
+    assert (await store.incidents.list(100)).data == newest_first
+    assert (await store.incidents.list()).data == newest_first
 
 
 async def test_recent_default_limit_is_50(store: Store) -> None:
     for n in range(55):
-        await store.record_incident(incident(n))
-    recent = await store.recent_incidents()
+        await store.incidents.record(incident(n))
+    recent = (await store.incidents.list()).data
     assert len(recent) == 50
     assert [i.request_id for i in recent[:2]] == ["req-54", "req-53"]
     assert recent[-1].request_id == "req-5"
@@ -173,20 +173,20 @@ async def test_recent_default_limit_is_50(store: Store) -> None:
 
 async def test_recent_with_limit_zero_is_empty(store: Store) -> None:
     for n in range(3):
-        await store.record_incident(incident(n))
-    assert await store.recent_incidents(0) == []
+        await store.incidents.record(incident(n))
+    assert (await store.incidents.list(0)).data == []
 
 
 async def test_recent_on_an_empty_store(store: Store) -> None:
-    assert await store.recent_incidents() == []
-    assert await store.recent_incidents(5) == []
+    assert (await store.incidents.list()).data == []
+    assert (await store.incidents.list(5)).data == []
 
 
 async def test_concurrent_writes_all_land(store: Store) -> None:
     incidents = [incident(n) for n in range(25)]
-    await asyncio.gather(*(store.record_incident(i) for i in incidents))
-    assert await store.recent_incidents(100) == incidents[::-1]
-    got = await asyncio.gather(*(store.get_incident(i.id) for i in incidents))
+    await asyncio.gather(*(store.incidents.record(i) for i in incidents))
+    assert (await store.incidents.list(100)).data == incidents[::-1]
+    got = await asyncio.gather(*(store.incidents.get(i.id) for i in incidents))
     assert got == incidents
 
 
@@ -195,16 +195,16 @@ async def test_incidents_survive_close_and_reopen(make_store: StoreFactory) -> N
     await first.open()
     recorded = [incident(n) for n in range(3)]
     for one in recorded:
-        await first.record_incident(one)
+        await first.incidents.record(one)
     await first.close()
 
     second = make_store()
     await second.open()
     try:
-        assert await second.get_incident(recorded[1].id) == recorded[1]
-        assert await second.recent_incidents(10) == recorded[::-1]
-        await second.record_incident(incident(3))
-        assert len(await second.recent_incidents(10)) == 4
+        assert await second.incidents.get(recorded[1].id) == recorded[1]
+        assert (await second.incidents.list(10)).data == recorded[::-1]
+        await second.incidents.record(incident(3))
+        assert len((await second.incidents.list(10)).data) == 4
     finally:
         await second.close()
 
@@ -228,13 +228,64 @@ async def test_built_incident_round_trips(store: Store) -> None:
         model="m",
         exposed_chars=0,
     )
-    await store.record_incident(built)
-    got = await store.get_incident(built.id)
+    await store.incidents.record(built)
+    got = await store.incidents.get(built.id)
     assert got == built
     assert got is not None
     assert got.excerpt == text
     assert got.offsets == [[5, 9]]
     assert got.risks == [{"code": "A.1.d", "score": 1.0, "classifier": "banned-terms", "action": "block"}]
+
+
+async def test_pages_follow_the_cursor_to_the_end(store: Store) -> None:
+    recorded = [incident(n) for n in range(7)]
+    for one in recorded:
+        await store.incidents.record(one)
+    seen: list[Incident] = []
+    after: str | None = None
+    pages = 0
+    while True:
+        page = await store.incidents.list(3, after=after)
+        seen.extend(page.data)
+        pages += 1
+        if page.next is None:
+            break
+        assert page.next == page.data[-1].id
+        after = page.next
+    assert seen == recorded[::-1]
+    assert pages == 3
+    exact = await store.incidents.list(7)
+    assert exact.next is None and len(exact.data) == 7
+
+
+async def test_purge_deletes_only_older_incidents(store: Store) -> None:
+    old = [incident(n, created_at=1_000.0 + n) for n in range(3)]
+    new = [incident(10 + n, created_at=5_000.0 + n) for n in range(2)]
+    for one in old + new:
+        await store.incidents.record(one)
+    assert await store.incidents.purge(before=1_001.5) == 2
+    assert [i.id for i in (await store.incidents.list()).data] == [i.id for i in (old[2:] + new)[::-1]]
+    assert await store.incidents.get(old[0].id) is None
+    assert await store.incidents.purge(before=5_000.0) == 1
+    assert await store.incidents.purge(before=5_000.0) == 0
+    assert (await store.incidents.list()).data == new[::-1]
+
+
+async def test_secret_is_made_once_and_kept(make_store: StoreFactory) -> None:
+    first = make_store()
+    await first.open()
+    try:
+        made = await asyncio.gather(*(first.secret("pseudonym") for _ in range(5)))
+        assert len(set(made)) == 1 and len(made[0]) == 64
+        assert await first.secret("other") != made[0]
+    finally:
+        await first.close()
+    second = make_store()
+    await second.open()
+    try:
+        assert await second.secret("pseudonym") == made[0]
+    finally:
+        await second.close()
 
 
 # --- one backend -----------------------------------------------------------------------------
@@ -245,14 +296,14 @@ async def test_sqlite_file_is_durable(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{path}")
     await store.open()
     recorded = incident(1)
-    await store.record_incident(recorded)
+    await store.incidents.record(recorded)
     await store.close()
     assert path.is_file()
 
     reopened = open_store(f"sqlite:///{path}")
     await reopened.open()
     try:
-        assert await reopened.get_incident(recorded.id) == recorded
+        assert await reopened.incidents.get(recorded.id) == recorded
     finally:
         await reopened.close()
 
@@ -273,6 +324,31 @@ async def test_redis_unreachable_pings_false(make: StoreFactory) -> None:
         await store.close()
 
 
+async def test_sqlite_has_no_warnings(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path}/w.db")
+    await store.open()
+    try:
+        assert await store.warnings() == []
+    finally:
+        await store.close()
+
+
+@pytest.mark.redis
+async def test_redis_without_persistence_warns() -> None:
+    """The test Redis runs with --save "" --appendonly no, as DEVELOPERS.md starts it."""
+    store = RedisStore(REDIS_URL, prefix=f"modgate-test-{uuid.uuid4().hex}:")
+    await store.open()
+    try:
+        config = {**await store.redis.config_get("appendonly"), **await store.redis.config_get("save")}
+        warnings = await store.warnings()
+        if config["appendonly"] == "no" and not config["save"].strip():
+            assert warnings and "persistence is off" in warnings[0]
+        else:
+            assert warnings == []
+    finally:
+        await store.close()
+
+
 @pytest.mark.redis
 async def test_redis_keys_live_under_the_prefix() -> None:
     prefix = f"modgate-test-{uuid.uuid4().hex}:"
@@ -280,15 +356,16 @@ async def test_redis_keys_live_under_the_prefix() -> None:
     await store.open()
     try:
         recorded = incident(1)
-        await store.record_incident(recorded)
+        await store.incidents.record(recorded)
         keys = sorted([key async for key in store.redis.scan_iter(match=f"{prefix}*")])
-        assert keys == [f"{prefix}incident:{recorded.id}", f"{prefix}incidents"]
+        expected = [f"{prefix}incident:{recorded.id}", f"{prefix}incidents", f"{prefix}incidents:by-time"]
+        assert keys == expected
         # Another prefix on the same database sees nothing.
         other = RedisStore(REDIS_URL, prefix=f"modgate-test-{uuid.uuid4().hex}:")
         await other.open()
         try:
-            assert await other.get_incident(recorded.id) is None
-            assert await other.recent_incidents() == []
+            assert await other.incidents.get(recorded.id) is None
+            assert (await other.incidents.list()).data == []
         finally:
             await other.close()
     finally:
