@@ -7,6 +7,7 @@ store) and warms the classifiers.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ from gateway.responses import error_response, internal_error_response, json_resp
 from gateway.routing import Route, Router, Upstream
 from gateway.screening import Segment, screen
 from gateway.settings import Settings
+from gateway.spool import Spool
 from gateway.store.base import Store, open_store
 from gateway.upstream import UpstreamClient
 
@@ -105,6 +107,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state.ready["store"] = True
     await _warm(state)
     _tune_gc()
+    tasks = [asyncio.create_task(state.recorder.replay_forever(), name="modgate-spool-replay")]
     log.info(
         "modgate ready policy=%s@%s routes=%d store=%s",
         state.default_policy.name,
@@ -115,6 +118,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for upstream in upstreams.values():
             await upstream.client.aclose()
         await state.store.close()
@@ -148,7 +154,8 @@ def create_app(settings: Settings) -> FastAPI:
     config, default_policy, policies = load_gateway(settings)
     metrics = Metrics()
     store = open_store(settings.store)
-    state = AppState(settings, config, metrics, default_policy, policies, store, Recorder(store, metrics))
+    recorder = Recorder(store, metrics, Spool(settings.spool_folder()))
+    state = AppState(settings, config, metrics, default_policy, policies, store, recorder)
     app = GatewayApp(title="modgate", lifespan=_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.modgate = state
     app.add_exception_handler(GatewayError, _gateway_error)

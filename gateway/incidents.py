@@ -9,12 +9,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from classifiers.base import Span
+from gateway.privacy import mask_pii
 from gateway.screening import Decision, Segment
 
 __all__ = ["Incident", "build_incident", "new_id"]
 
 EXCERPT_CONTEXT = 60
 EXCERPT_MAX = 400
+_TOKEN_MAX = 40  # how far a cut moves to keep a number or address whole
 
 
 def new_id(prefix: str) -> str:
@@ -51,11 +53,27 @@ class Incident:
 
 
 def _excerpt(text: str, spans: Sequence[Span]) -> str:
-    if not spans:
-        return text[:EXCERPT_MAX]
-    start = max(0, min(s.start for s in spans) - EXCERPT_CONTEXT)
-    end = min(len(text), max(s.end for s in spans) + EXCERPT_CONTEXT)
-    return text[start:end][:EXCERPT_MAX]
+    """The text around the spans, with personal data masked. The cut never falls inside a run
+    of digits or an address, so that no half of a phone or card number escapes the masking."""
+    if spans:
+        start = max(0, min(s.start for s in spans) - EXCERPT_CONTEXT)
+        end = min(len(text), max(s.end for s in spans) + EXCERPT_CONTEXT)
+    else:
+        start, end = 0, min(len(text), EXCERPT_MAX)
+    floor, ceiling = max(0, start - _TOKEN_MAX), min(len(text), end + _TOKEN_MAX)
+    while start > floor and _in_token(text, start - 1, -1):
+        start -= 1
+    while end < ceiling and _in_token(text, end, 1):
+        end += 1
+    return mask_pii(text[start:end])[: EXCERPT_MAX + 2 * _TOKEN_MAX]
+
+
+def _in_token(text: str, i: int, step: int) -> bool:
+    char = text[i]
+    if char in " -":  # a separator inside a grouped number: "4111 1111 1111 1111"
+        beyond = i + step
+        return 0 <= beyond < len(text) and text[beyond].isdigit()
+    return char.isascii() and (char.isalnum() or char in "@.+_")
 
 
 def build_incident(

@@ -1,19 +1,28 @@
-"""Recording decisions: incident to the store, metrics, and a log line with ids and scores."""
+"""Recording decisions: incident to the store, metrics, and a log line with ids and scores.
+
+The decision is enforced whatever happens to the record: when the store fails, the incident
+goes to the local spool (``gateway/spool.py``) and is replayed once the store answers again.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from gateway.incidents import build_incident
+from gateway.incidents import Incident, build_incident
 from gateway.metrics import Metrics
 from gateway.screening import Decision, Segment
+from gateway.spool import Spool
 from gateway.store.base import Store
 
 __all__ = ["Recorder", "RequestInfo"]
 
 log = logging.getLogger("modgate.incidents")
+
+REPLAY_INTERVAL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -25,9 +34,10 @@ class RequestInfo:
 
 
 class Recorder:
-    def __init__(self, store: Store, metrics: Metrics) -> None:
+    def __init__(self, store: Store, metrics: Metrics, spool: Spool) -> None:
         self.store = store
         self.metrics = metrics
+        self.spool = spool
 
     async def record(
         self,
@@ -37,10 +47,7 @@ class Recorder:
         exposed_chars: int = 0,
         offsets: list[list[int]] | None = None,
     ) -> str:
-        """Write the incident before the response that carries the decision; return its id.
-
-        The decision is enforced even when the store fails: the failure is logged and counted.
-        """
+        """Write the incident before the response that carries the decision; return its id."""
         incident = build_incident(
             decision,
             segments,
@@ -53,11 +60,7 @@ class Recorder:
         )
         for risk in incident.risks:
             self.metrics.decisions.labels(decision.direction, risk["action"], risk["code"]).inc()
-        try:
-            await self.store.incidents.record(incident)
-        except Exception:
-            log.exception("incident NOT stored id=%s request_id=%s", incident.id, info.request_id)
-            self.metrics.store_errors.labels("record_incident").inc()
+        await self._keep(incident)
         log.info(
             "incident id=%s request_id=%s direction=%s action=%s risks=%s policy=%s@%s",
             incident.id,
@@ -69,3 +72,37 @@ class Recorder:
             decision.policy_version,
         )
         return incident.id
+
+    async def _keep(self, incident: Incident) -> None:
+        try:
+            await self.store.incidents.record(incident)
+            return
+        except Exception:
+            log.exception("store failed; incident spooled id=%s", incident.id)
+            self.metrics.store_errors.labels("record_incident").inc()
+        try:
+            await self.spool.append("incident", incident.to_dict())
+        except OSError:  # neither store nor disk: the decision still stands, the record is lost
+            log.exception("incident NOT recorded id=%s", incident.id)
+            self.metrics.store_errors.labels("spool").inc()
+
+    async def _write(self, kind: str, record: dict[str, Any]) -> None:
+        if kind == "incident":
+            incident = Incident.from_dict(record)
+            if await self.store.incidents.get(incident.id) is None:
+                await self.store.incidents.record(incident)
+        else:
+            log.error("spool holds an unknown record kind %r; skipped", kind)
+
+    async def replay(self) -> int:
+        return await self.spool.replay(self._write)
+
+    async def replay_forever(self, interval_s: float = REPLAY_INTERVAL_S) -> None:
+        """Replay the spool whenever it holds records and the store answers; until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if self.spool.pending() and await self.store.ping():
+                try:
+                    await self.replay()
+                except Exception:
+                    log.exception("spool replay failed; retrying later")

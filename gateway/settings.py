@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     policy: Path | None = Field(None, description="Policy file; default: the bundled policies/default.yaml.")
     store: str = Field(DEFAULT_STORE, description="sqlite:///path/to.db or redis://host:port/db.")
     config: Path | None = Field(None, description="Gateway config (upstreams, routes, keys, passthrough).")
+    spool_dir: Path | None = Field(
+        None,
+        description="Where records wait while the store is down; default: next to the SQLite file, "
+        "else ./modgate-data.",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=64)
@@ -53,6 +58,13 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError(f"upstream must be an http(s) URL, got {value!r}")
         return value.rstrip("/") if value else value
+
+    def spool_folder(self) -> Path:
+        if self.spool_dir is not None:
+            return self.spool_dir
+        if self.store.startswith("sqlite:///") and not self.store.endswith(":memory:"):
+            return Path(self.store.removeprefix("sqlite:///")).parent
+        return Path("modgate-data")
 
     @field_validator("store")
     @classmethod

@@ -96,7 +96,11 @@ def make_gateway(upstream: Upstream, tmp_path: Path) -> Iterator[GatewayFactory]
     def factory(policy: str | None = TEST_POLICY, config: str | None = None, **settings: Any) -> Gateway:
         folder = tmp_path / f"gw{len(stack)}"
         folder.mkdir()
-        values: dict[str, Any] = {"store": f"sqlite:///{folder}/modgate.db", "upstream": upstream.base}
+        values: dict[str, Any] = {
+            "store": f"sqlite:///{folder}/modgate.db",
+            "upstream": upstream.base,
+            "spool_dir": folder / "spool",
+        }
         if policy is not None:
             (folder / "policy.yaml").write_text(policy, encoding="utf-8")
             values["policy"] = folder / "policy.yaml"

@@ -15,6 +15,8 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """200 "ready"; 200 "degraded" when only the store is down (decisions are still enforced and
+    records wait in the spool); 503 "not ready" while policies or classifiers are not."""
     state: AppState = request.app.state.modgate
     store_ok = await state.store.ping()
     checks = {
@@ -22,14 +24,18 @@ async def readyz(request: Request) -> Response:
         "classifiers": state.ready.get("classifiers", False),
         "store": store_ok,
     }
-    ready = all(checks.values())
+    serving = checks["policy"] and checks["classifiers"]
+    status = "not ready" if not serving else "ready" if store_ok else "degraded"
+    warnings = await state.store.warnings() if store_ok else ["the store does not answer"]
     body = {
-        "status": "ready" if ready else "not ready",
+        "status": status,
         "checks": checks,
+        "spooled": state.recorder.spool.pending(),
+        "warnings": warnings,
         "policy": {"name": state.default_policy.name, "version": state.default_policy.version},
         "routes": len(state.router.routes) if state.router else 0,
     }
-    return json_response(body, 200 if ready else 503)
+    return json_response(body, 200 if serving else 503)
 
 
 async def metrics(request: Request) -> Response:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
+import redis
 
 from tests.conftest import Gateway, GatewayFactory, Upstream, mock
+from tests.support.servers import free_port
 
 MSG = [{"role": "user", "content": "hello"}]
 
@@ -297,18 +301,40 @@ def test_stream_metrics_record_holdback_and_cuts(gateway: Gateway) -> None:
     assert count and float(count[0].split()[-1]) >= 1
 
 
-def test_store_down_readyz_503_and_decisions_still_enforced(
-    make_gateway: GatewayFactory, upstream: Upstream
+def test_store_down_readyz_degraded_decisions_enforced_and_records_spooled_then_replayed(
+    make_gateway: GatewayFactory, upstream: Upstream, tmp_path: Path
 ) -> None:
-    gateway = make_gateway(store="redis://127.0.0.1:1/0")  # nothing listens on port 1
+    port = free_port()
+    gateway = make_gateway(store=f"redis://127.0.0.1:{port}/0")  # nothing listens there yet
     with gateway.http() as client:
         ready = client.get("/readyz")
-        assert ready.status_code == 503 and ready.json()["checks"]["store"] is False
+        assert ready.status_code == 200
+        assert ready.json()["status"] == "degraded" and ready.json()["checks"]["store"] is False
         upstream.app.clear()
         resp = client.post(
             "/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "zorblax"}]}
         )
         assert resp.status_code == 400 and _error(resp)["code"] == "content_filter"  # enforced all the same
+        incident_id = resp.json()["error"]["modgate"]["incident_id"]
         assert upstream.app.requests == []
         metrics = client.get("/metrics").text
-    assert 'modgate_store_errors_total{operation="record_incident"} 1.0' in metrics
+        assert 'modgate_store_errors_total{operation="record_incident"} 1.0' in metrics
+        assert client.get("/readyz").json()["spooled"] == 1
+        spooled = (gateway.tmp / "spool" / "spool.jsonl").read_text(encoding="utf-8")
+        assert incident_id in spooled and "zorblax" in spooled
+
+        server = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 15
+            while client.get("/readyz").json()["spooled"] and time.monotonic() < deadline:
+                time.sleep(0.2)
+            ready = client.get("/readyz").json()
+            assert ready["status"] == "ready" and ready["spooled"] == 0
+            stored = redis.Redis(port=port, decode_responses=True).get(f"modgate:incident:{incident_id}")
+            assert stored is not None and json.loads(stored)["action"] == "block"
+        finally:
+            server.terminate()
+            server.wait(10)

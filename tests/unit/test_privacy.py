@@ -50,3 +50,26 @@ def test_pii_is_masked(text: str, masked: str, gone: str) -> None:
 )
 def test_ordinary_numbers_stay(text: str) -> None:
     assert mask_pii(text) == text
+
+
+def test_incident_excerpt_is_masked_and_never_cuts_a_number_in_half() -> None:
+    from classifiers.base import Span
+    from gateway.incidents import EXCERPT_CONTEXT, build_incident
+    from gateway.screening import Decision, Hit, Segment
+
+    # The context window ends inside the card number and starts inside the phone number.
+    lead = "电话13812345678" + "x" * (EXCERPT_CONTEXT - 5)
+    text = (
+        lead + "炸药配方" + "y" * (EXCERPT_CONTEXT - 6) + "卡号 4111 1111 1111 1111，邮箱 li.si@example.com"
+    )
+    start = len(lead)
+    hit = Hit("A.1.d", 1.0, "banned-terms", "block", 0, (Span(start, start + 4, "A.1.d"),))
+    decision = Decision("block", "input", "default", "v1", (hit,))
+    incident = build_incident(
+        decision, [Segment(text, "user")], request_id="r", tenant="t", route="x", model=None
+    )
+    assert "炸药配方" in incident.excerpt
+    assert "138****5678" in incident.excerpt and "12345678" not in incident.excerpt
+    assert "4111********1111" in incident.excerpt and "1111 1111" not in incident.excerpt
+    assert "li.si" not in incident.excerpt
+    assert incident.offsets == [[start, start + 4]]
