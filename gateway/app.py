@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.admin import AdminAuth
 from gateway.config import GatewayConfig, default_config, load_config
 from gateway.errors import GatewayError, InvalidRequest, NotFound, error_body
 from gateway.metrics import Metrics
@@ -28,6 +29,7 @@ from gateway.policy import Policy
 from gateway.policy_loader import load_policy
 from gateway.recorder import Recorder
 from gateway.responses import error_response, internal_error_response, json_response
+from gateway.retention import purge_forever
 from gateway.routing import Route, Router, Upstream
 from gateway.screening import Segment, screen
 from gateway.settings import Settings
@@ -51,6 +53,7 @@ class AppState:
     policies: dict[str, Policy]
     store: Store
     recorder: Recorder
+    admin: AdminAuth = field(default_factory=lambda: AdminAuth({}))
     router: Router | None = None
     ready: dict[str, bool] = field(default_factory=dict)
 
@@ -107,7 +110,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state.ready["store"] = True
     await _warm(state)
     _tune_gc()
-    tasks = [asyncio.create_task(state.recorder.replay_forever(), name="modgate-spool-replay")]
+    tasks = [
+        asyncio.create_task(state.recorder.replay_forever(), name="modgate-spool-replay"),
+        asyncio.create_task(purge_forever(state), name="modgate-retention"),
+    ]
     log.info(
         "modgate ready policy=%s@%s routes=%d store=%s",
         state.default_policy.name,
@@ -147,15 +153,24 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return internal_error_response(request.scope)
 
 
+def _admin(settings: Settings, config: GatewayConfig) -> AdminAuth:
+    tokens = {name: token.get_secret_value() for name, token in config.admin_tokens.items()}
+    if settings.admin_token is not None:
+        tokens.setdefault("admin", settings.admin_token.get_secret_value())
+    return AdminAuth(tokens)
+
+
 def create_app(settings: Settings) -> FastAPI:
     """Build the gateway app for ``settings``; config and policies are validated here."""
-    from gateway.routes import chat, health, moderations, passthrough
+    from gateway.routes import admin, chat, health, moderations, passthrough
 
     config, default_policy, policies = load_gateway(settings)
     metrics = Metrics()
     store = open_store(settings.store)
     recorder = Recorder(store, metrics, Spool(settings.spool_folder()))
-    state = AppState(settings, config, metrics, default_policy, policies, store, recorder)
+    state = AppState(
+        settings, config, metrics, default_policy, policies, store, recorder, _admin(settings, config)
+    )
     app = GatewayApp(title="modgate", lifespan=_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.modgate = state
     app.add_exception_handler(GatewayError, _gateway_error)
@@ -164,7 +179,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(Exception, _unexpected)
     # Plain Starlette routes: these endpoints read the raw body themselves, so FastAPI's
     # dependency and body handling would be pure overhead on the hot path.
-    for module in (health, passthrough):
+    for module in (health, admin, passthrough):
         app.router.routes.extend(module.routes)
     app.add_middleware(EdgeMiddleware, metrics=metrics, max_bytes=settings.max_body_bytes)
     hot = {**chat.hot, **moderations.hot}

@@ -14,6 +14,7 @@ from typing import Annotated, Any, cast
 import typer
 from pydantic import ValidationError
 
+from gateway.cli_records import incidents_app
 from gateway.config import ConfigError
 from gateway.evaluate import DEFAULT_NEGATIVE, DEFAULT_POSITIVE
 from gateway.policy_loader import PolicyError, load_policy
@@ -24,6 +25,7 @@ __all__ = ["app", "main"]
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="modgate: a content-moderation gateway.")
 policy_app = typer.Typer(no_args_is_help=True, help="Work with policy files.")
 app.add_typer(policy_app, name="policy")
+app.add_typer(incidents_app, name="incidents")
 
 log = logging.getLogger("modgate")
 
