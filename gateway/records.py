@@ -97,7 +97,7 @@ class Delivery:
 
     ``event_id`` is stable across redeliveries (the sinks' idempotency key); ``attempts``
     counts earlier failed tries; ``entry`` is the backend's own handle (a stream entry id, a
-    row id) and means nothing elsewhere.
+    row id) and means nothing elsewhere; ``error`` is the last failure (dead letters).
     """
 
     entry: str
@@ -105,6 +105,7 @@ class Delivery:
     kind: str  # "report.queued", "report.confirmed", ...
     report: Report
     attempts: int = 0
+    error: str = ""
 
 
 @dataclass(frozen=True)

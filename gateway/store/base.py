@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 from typing import Protocol
 
+from gateway.config import ReportSettings
 from gateway.incidents import Incident
 from gateway.records import (
     Complaint,
@@ -140,6 +141,9 @@ class Store(Protocol):
     @property
     def incidents(self) -> IncidentStore: ...
 
+    @property
+    def reports(self) -> ReportStore: ...
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -157,14 +161,14 @@ class Store(Protocol):
         ...
 
 
-def open_store(url: str) -> Store:
-    """Build (not yet open) the backend that ``url`` names."""
+def open_store(url: str, reports: ReportSettings | None = None) -> Store:
+    """Build (not yet open) the backend that ``url`` names; ``reports`` tunes the outbox."""
     if url.startswith("sqlite:///"):
         from gateway.store.sqlite import SQLiteStore
 
-        return SQLiteStore(url)
+        return SQLiteStore(url, reports=reports)
     if url.startswith(("redis://", "rediss://")):
         from gateway.store.redis import RedisStore
 
-        return RedisStore(url)
+        return RedisStore(url, reports=reports)
     raise ValueError(f"unsupported store URL {url!r}")

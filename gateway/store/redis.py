@@ -14,6 +14,7 @@ import secrets
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from gateway.config import ReportSettings
 from gateway.incidents import Incident
 from gateway.records import Page
 
@@ -91,11 +92,14 @@ class RedisIncidents:
 
 
 class RedisStore:
-    def __init__(self, url: str, prefix: str = "modgate:") -> None:
+    def __init__(self, url: str, prefix: str = "modgate:", reports: ReportSettings | None = None) -> None:
+        from gateway.store.redis_reports import RedisReports  # imports this module
+
         self.url = url
         self.prefix = prefix
         self._c = RedisConn(url, prefix)
         self.incidents = RedisIncidents(self._c)
+        self.reports = RedisReports(self._c, reports or ReportSettings())
 
     @property
     def redis(self) -> aioredis.Redis:

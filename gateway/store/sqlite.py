@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.config import ReportSettings
 from gateway.incidents import Incident
 from gateway.records import Page
 
@@ -113,12 +114,15 @@ class SQLiteIncidents:
 
 
 class SQLiteStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, reports: ReportSettings | None = None) -> None:
+        from gateway.store.sqlite_reports import REPORTS_SCHEMA, SQLiteReports  # imports this module
+
         self.url = url
         self.path = Path(url.removeprefix("sqlite:///"))
         self._run = Runner()
         self.incidents = SQLiteIncidents(self._run)
-        self._schemas = [_SCHEMA]
+        self.reports = SQLiteReports(self._run, reports or ReportSettings())
+        self._schemas = [_SCHEMA, REPORTS_SCHEMA]
 
     async def open(self) -> None:
         def connect() -> sqlite3.Connection:
