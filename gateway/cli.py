@@ -15,6 +15,7 @@ import typer
 from pydantic import ValidationError
 
 from gateway.cli_records import incidents_app
+from gateway.cli_reports import reports_app
 from gateway.config import ConfigError
 from gateway.evaluate import DEFAULT_NEGATIVE, DEFAULT_POSITIVE
 from gateway.policy_loader import PolicyError, load_policy
@@ -26,6 +27,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="modgate: a c
 policy_app = typer.Typer(no_args_is_help=True, help="Work with policy files.")
 app.add_typer(policy_app, name="policy")
 app.add_typer(incidents_app, name="incidents")
+app.add_typer(reports_app, name="reports")
 
 log = logging.getLogger("modgate")
 

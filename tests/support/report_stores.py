@@ -5,6 +5,7 @@ Every Redis test gets its own prefix and deletes its keys afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import uuid
@@ -81,11 +82,9 @@ def report(n: int, **fields: Any) -> Report:
     return Report(**values)
 
 
-async def wait_for(check: Any, timeout: float = 10.0, every: float = 0.02) -> Any:
+async def wait_for(check: Any, within_s: float = 10.0, every: float = 0.02) -> Any:
     """Poll an async ``check`` until it returns something truthy; that value."""
-    import asyncio
-
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within_s
     while True:
         value = await check()
         if value or time.monotonic() > deadline:
