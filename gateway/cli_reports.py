@@ -92,6 +92,7 @@ def worker(store: StoreOption = None, config: ConfigOption = None) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # its request lines carry the webhook URL
     sinks = sinks_from(cfg.reports, cfg.base_dir)
     if not sinks:
         log.warning("no report sink configured (reports.jsonl_dir, reports.webhook): events are only acked")

@@ -47,7 +47,8 @@ class ReportStore(Protocol):
     worker delivers to the sinks at least once (claim → ack, or fail → retry → dead letter)."""
 
     async def enqueue(self, report: Report) -> None:
-        """Store a new ``queued`` report and its ``report.queued`` event, atomically."""
+        """Store a new ``queued`` report and its ``report.queued`` event, atomically.
+        ValueError when the report is not queued or its id exists already."""
         ...
 
     async def get(self, report_id: str) -> Report | None: ...

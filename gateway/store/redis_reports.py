@@ -97,12 +97,22 @@ class RedisReports:
     async def enqueue(self, report: Report) -> None:
         if report.state != "queued":
             raise ValueError(f"report {report.id} is {report.state}; only queued reports are enqueued")
+        key = self._body(report.id)
         async with self._c.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._body(report.id), json.dumps(report.to_dict(), ensure_ascii=False))
-            pipe.zadd(self._index(None), {report.id: 0})
-            pipe.zadd(self._index("queued"), {report.id: 0})
-            self._queue(pipe, "report.queued", report)
-            await pipe.execute()
+            while True:
+                try:
+                    await pipe.watch(key)
+                    if await pipe.exists(key):
+                        raise ValueError(f"report {report.id} exists already")
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.set(key, json.dumps(report.to_dict(), ensure_ascii=False))
+                    pipe.zadd(self._index(None), {report.id: 0})
+                    pipe.zadd(self._index("queued"), {report.id: 0})
+                    self._queue(pipe, "report.queued", report)
+                    await pipe.execute()
+                    return
+                except WatchError:
+                    continue
 
     async def get(self, report_id: str) -> Report | None:
         body = await self._c.redis.get(self._body(report_id))

@@ -75,9 +75,12 @@ class SQLiteReports:
         body = json.dumps(report.to_dict(), ensure_ascii=False)
 
         def write(db: sqlite3.Connection) -> None:
-            db.execute(
-                "INSERT INTO reports (id, state, body) VALUES (?, ?, ?)", (report.id, report.state, body)
-            )
+            try:
+                db.execute(
+                    "INSERT INTO reports (id, state, body) VALUES (?, ?, ?)", (report.id, report.state, body)
+                )
+            except sqlite3.IntegrityError:
+                raise ValueError(f"report {report.id} exists already") from None
             _queue(db, "report.queued", report, time.time())
 
         await self._run.transaction(write)
@@ -137,20 +140,27 @@ class SQLiteReports:
     async def claim(self, consumer: str, count: int = 16, block_ms: int = 0) -> builtins.list[Delivery]:
         deadline = time.monotonic() + block_ms / 1000
         while True:
-            got = await self._run.transaction(lambda db: self._claim(db, consumer, count))
+            # A plain read first: an idle poll must not take the write lock that requests need.
+            if await self._run(lambda db: self._claimable(db, time.time(), 1)):
+                got = await self._run.transaction(lambda db: self._claim(db, consumer, count))
+                if got:
+                    return got
             remaining = deadline - time.monotonic()
-            if got or remaining <= 0:
-                return got
+            if remaining <= 0:
+                return []
             await asyncio.sleep(min(_POLL_S, remaining))
 
-    def _claim(self, db: sqlite3.Connection, consumer: str, count: int) -> builtins.list[Delivery]:
-        now = time.time()
-        rows = db.execute(
+    def _claimable(self, db: sqlite3.Connection, now: float, count: int) -> builtins.list[Any]:
+        return db.execute(
             "SELECT seq, payload, attempts, claims FROM report_outbox"
             " WHERE (claimed_by IS NULL AND due_at <= ?) OR (claimed_by IS NOT NULL AND claimed_at <= ?)"
             " ORDER BY seq LIMIT ?",
             (now, now - self.settings.reclaim_after_s, count),
         ).fetchall()
+
+    def _claim(self, db: sqlite3.Connection, consumer: str, count: int) -> builtins.list[Delivery]:
+        now = time.time()
+        rows = self._claimable(db, now, count)
         db.executemany(
             "UPDATE report_outbox SET claimed_by = ?, claimed_at = ?, claims = claims + 1 WHERE seq = ?",
             [(consumer, now, seq) for seq, *_ in rows],

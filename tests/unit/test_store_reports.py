@@ -60,6 +60,18 @@ async def test_enqueue_refuses_a_report_that_is_not_queued(store: Store) -> None
     assert await store.reports.outbox() == {"pending": 0, "dead": 0}
 
 
+async def test_enqueue_refuses_an_id_twice(store: Store) -> None:
+    queued = report(1)
+    await store.reports.enqueue(queued)
+    await store.reports.transition(queued.id, "confirmed", "alice")
+    with pytest.raises(ValueError, match="exists already"):
+        await store.reports.enqueue(queued)
+    got = await store.reports.get(queued.id)
+    assert got is not None and got.state == "confirmed"
+    assert await store.reports.counts() == {"queued": 0, "confirmed": 1, "dismissed": 0, "filed": 0}
+    assert await store.reports.outbox() == {"pending": 2, "dead": 0}
+
+
 async def test_lifecycle_records_who_when_and_why(store: Store) -> None:
     queued = report(1)
     await store.reports.enqueue(queued)
