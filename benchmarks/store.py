@@ -109,11 +109,11 @@ def main() -> None:
     for name in args.backends.split(","):
         report[name] = asyncio.run(run_backend(name, args.writers, args.seconds, args.rounds))
         summary = {k: v for k, v in report[name].items() if k != "rounds"}
-        print(name, json.dumps(summary))  # noqa: T201
+        print(name, json.dumps(summary))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"store-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"written {out}")  # noqa: T201
+    print(f"written {out}")
 
 
 if __name__ == "__main__":

@@ -28,11 +28,13 @@ from gateway.middleware import EdgeMiddleware, HotPathMiddleware
 from gateway.policy import Policy
 from gateway.policy_loader import load_policy
 from gateway.recorder import Recorder
+from gateway.report_worker import ReportWorker
 from gateway.responses import error_response, internal_error_response, json_response
 from gateway.retention import purge_forever
 from gateway.routing import Route, Router, Upstream
 from gateway.screening import Segment, screen
 from gateway.settings import Settings
+from gateway.sinks import sinks_from
 from gateway.spool import Spool
 from gateway.store.base import Store, open_store
 from gateway.upstream import UpstreamClient
@@ -114,6 +116,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         asyncio.create_task(state.recorder.replay_forever(), name="modgate-spool-replay"),
         asyncio.create_task(purge_forever(state), name="modgate-retention"),
     ]
+    worker = _report_worker(state) if cfg.reports.worker else None
+    if worker is not None:
+        worker.start()
     log.info(
         "modgate ready policy=%s@%s routes=%d store=%s",
         state.default_policy.name,
@@ -124,6 +129,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        if worker is not None:
+            await worker.stop()
+            for sink in worker.sinks:
+                await sink.aclose()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -153,6 +162,18 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return internal_error_response(request.scope)
 
 
+def _report_worker(state: AppState) -> ReportWorker:
+    metrics = state.metrics
+
+    def attempted(sink: str, ok: bool) -> None:
+        metrics.report_deliveries.labels(sink, "delivered" if ok else "failed").inc()
+
+    sinks = sinks_from(state.config.reports, state.config.base_dir)
+    return ReportWorker(
+        state.store.reports, sinks, on_attempt=attempted, on_dead=lambda _: metrics.report_dead.inc()
+    )
+
+
 def _admin(settings: Settings, config: GatewayConfig) -> AdminAuth:
     tokens = {name: token.get_secret_value() for name, token in config.admin_tokens.items()}
     if settings.admin_token is not None:
@@ -166,8 +187,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     config, default_policy, policies = load_gateway(settings)
     metrics = Metrics()
-    store = open_store(settings.store)
-    recorder = Recorder(store, metrics, Spool(settings.spool_folder()))
+    store = open_store(settings.store, config.reports)
+    recorder = Recorder(store, metrics, Spool(settings.spool_folder()), lambda: state.all_policies)
     state = AppState(
         settings, config, metrics, default_policy, policies, store, recorder, _admin(settings, config)
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 __all__ = ["Metrics"]
@@ -79,6 +79,32 @@ class Metrics:
         )
         self.stream_cuts = Counter(
             "modgate_stream_cuts_total", "Streams cut by a decision", ["code", "mode"], registry=r
+        )
+
+        self.reports = Gauge(
+            "modgate_reports",
+            "Reports by lifecycle state (read from the store at scrape time)",
+            ["state"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.report_outbox = Gauge(
+            "modgate_report_outbox",
+            "Report events waiting for delivery (pending) and given up on (dead)",
+            ["kind"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.report_deliveries = Counter(
+            "modgate_report_delivery_attempts_total",
+            "Report event deliveries by sink and outcome",
+            ["sink", "outcome"],
+            registry=r,
+        )
+        self.report_dead = Counter(
+            "modgate_report_dead_letters_total",
+            "Report events dead-lettered after every attempt failed",
+            registry=r,
         )
 
     def child(self, metric: Any, *labels: str) -> Any:

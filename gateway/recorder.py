@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.incidents import Incident, build_incident
 from gateway.metrics import Metrics
+from gateway.policy import Policy
+from gateway.records import Report
+from gateway.reports import build_report
 from gateway.screening import Decision, Segment
 from gateway.spool import Spool
 from gateway.store.base import Store
@@ -23,6 +26,8 @@ __all__ = ["Recorder", "RequestInfo"]
 log = logging.getLogger("modgate.incidents")
 
 REPLAY_INTERVAL_S = 5.0
+CONTEXT_TURNS = 4
+CONTEXT_TURN_CHARS = 500
 
 
 @dataclass(frozen=True)
@@ -34,10 +39,15 @@ class RequestInfo:
 
 
 class Recorder:
-    def __init__(self, store: Store, metrics: Metrics, spool: Spool) -> None:
+    """``policies`` gives the running policies, whose rules say which incidents are reported."""
+
+    def __init__(
+        self, store: Store, metrics: Metrics, spool: Spool, policies: Callable[[], Iterable[Policy]]
+    ) -> None:
         self.store = store
         self.metrics = metrics
         self.spool = spool
+        self.policies = policies
 
     async def record(
         self,
@@ -60,7 +70,8 @@ class Recorder:
         )
         for risk in incident.risks:
             self.metrics.decisions.labels(decision.direction, risk["action"], risk["code"]).inc()
-        await self._keep(incident)
+        report = self._report(incident, decision, segments)
+        await self._keep(incident, report)
         log.info(
             "incident id=%s request_id=%s direction=%s action=%s risks=%s policy=%s@%s",
             incident.id,
@@ -73,24 +84,46 @@ class Recorder:
         )
         return incident.id
 
-    async def _keep(self, incident: Incident) -> None:
+    def _report(self, incident: Incident, decision: Decision, segments: Sequence[Segment]) -> Report | None:
+        policies = list(self.policies())
+        policy = next((p for p in policies if p.version == decision.policy_version), None)
+        policy = policy or next((p for p in policies if p.name == decision.policy), None)
+        if policy is None:  # reloaded away between decision and record: report by the default's rules
+            policy = policies[0]
+        return build_report(incident, policy, _context(segments))
+
+    async def _keep(self, incident: Incident, report: Report | None) -> None:
+        """Incident, then its report, into the store; what the store did not take, to the spool."""
+        pending = [("incident", incident.to_dict())]
+        if report is not None:
+            pending.append(("report", report.to_dict()))
         try:
             await self.store.incidents.record(incident)
+            pending.pop(0)
+            if report is not None:
+                await self.store.reports.enqueue(report)
+                pending.pop(0)
             return
         except Exception:
-            log.exception("store failed; incident spooled id=%s", incident.id)
+            log.exception("store failed; spooled incident=%s report=%s", incident.id, report and report.id)
             self.metrics.store_errors.labels("record_incident").inc()
         try:
-            await self.spool.append("incident", incident.to_dict())
+            for kind, record in pending:
+                await self.spool.append(kind, record)
         except OSError:  # neither store nor disk: the decision still stands, the record is lost
             log.exception("incident NOT recorded id=%s", incident.id)
             self.metrics.store_errors.labels("spool").inc()
 
     async def _write(self, kind: str, record: dict[str, Any]) -> None:
+        """Replay one spooled record; written only when absent, so a replay can repeat."""
         if kind == "incident":
             incident = Incident.from_dict(record)
             if await self.store.incidents.get(incident.id) is None:
                 await self.store.incidents.record(incident)
+        elif kind == "report":
+            report = Report.from_dict(record)
+            if await self.store.reports.get(report.id) is None:
+                await self.store.reports.enqueue(report)
         else:
             log.error("spool holds an unknown record kind %r; skipped", kind)
 
@@ -106,3 +139,9 @@ class Recorder:
                     await self.replay()
                 except Exception:
                     log.exception("spool replay failed; retrying later")
+
+
+def _context(segments: Sequence[Segment]) -> str:
+    """The conversation's last turns, for a report's evidence (masked by build_report)."""
+    turns = [f"[{s.channel}] {s.text[:CONTEXT_TURN_CHARS]}" for s in segments[-CONTEXT_TURNS:]]
+    return "\n".join(turns)

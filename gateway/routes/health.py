@@ -40,7 +40,22 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     state: AppState = request.app.state.modgate
+    await _store_gauges(state)
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def _store_gauges(state: AppState) -> None:
+    """Queue depths come from the store, so every replica reports the same shared figures."""
+    try:
+        counts = await state.store.reports.counts()
+        outbox = await state.store.reports.outbox()
+    except Exception:  # a scrape must not fail because the store is down; the gauges keep their last values
+        state.metrics.store_errors.labels("metrics").inc()
+        return
+    for report_state, count in counts.items():
+        state.metrics.reports.labels(report_state).set(count)
+    for kind, count in outbox.items():
+        state.metrics.report_outbox.labels(kind).set(count)
 
 
 routes = [

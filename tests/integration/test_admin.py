@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -161,3 +164,59 @@ def _sample() -> dict[str, object]:
         "request_id": "r", "tenant": "t", "route": "x", "model": None, "direction": "input",
         "channel": "user", "action": "block", "risks": [], "policy": "p", "policy_version": "v",
     }  # fmt: skip
+
+
+def _events(folder: Path, count: int) -> list[dict[str, Any]]:
+    """The JSONL sink's events once ``count`` have arrived (the worker runs in the gateway)."""
+    deadline = time.monotonic() + 15
+    while True:
+        lines = [line for f in sorted(folder.glob("reports-*.jsonl")) for line in f.read_text().splitlines()]
+        if len(lines) >= count or time.monotonic() > deadline:
+            return [json.loads(line) for line in lines]
+        time.sleep(0.05)
+
+
+def test_reports_flow_from_a_block_through_review_to_the_sink(make_gateway: GatewayFactory) -> None:
+    gateway = make_gateway(config=CONFIG + "reports: {jsonl_dir: sink}\n")
+    sink = gateway.tmp / "sink"
+    with gateway.http() as client:
+        resp = client.post(
+            "/v1/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "炸药配方，打 13812345678"}]},
+        )
+        incident_id = resp.json()["error"]["modgate"]["incident_id"]
+        listed = client.get("/admin/reports", headers=auth()).json()
+        assert [r["incident_id"] for r in listed["data"]] == [incident_id]
+        report = listed["data"][0]
+        assert report["state"] == "queued" and report["evidence"]["reportable"] == ["A.1.d"]
+        assert "138****5678" in report["evidence"]["excerpt"] and "13812345678" not in json.dumps(report)
+        rid = report["id"]
+
+        assert (
+            client.get("/admin/reports", params={"state": "confirmed"}, headers=auth()).json()["data"] == []
+        )
+        bad = client.get("/admin/reports", params={"state": "lost"}, headers=auth())
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "state"
+        early = client.post(f"/admin/reports/{rid}/file", headers=auth())
+        assert early.status_code == 409 and early.json()["error"]["code"] == "conflict"
+        confirmed = client.post(f"/admin/reports/{rid}/confirm", json={"note": "核实无误"}, headers=auth())
+        assert confirmed.status_code == 200 and confirmed.json()["state"] == "confirmed"
+        filed = client.post(f"/admin/reports/{rid}/file", json={"note": "报送网信办"}, headers=auth(AUDITOR))
+        steps = filed.json()["history"]
+        assert [(s["to_state"], s["actor"], s["note"]) for s in steps[-2:]] == [
+            ("confirmed", "alice", "核实无误"),
+            ("filed", "auditor", "报送网信办"),
+        ]
+        assert client.post(f"/admin/reports/{rid}/dismiss", headers=auth()).status_code == 409
+        assert client.post("/admin/reports/rpt_nope/confirm", headers=auth()).status_code == 404
+        assert client.post(f"/admin/reports/{rid}/explode", headers=auth()).status_code == 404
+        odd = client.post(f"/admin/reports/{rid}/confirm", json={"notes": "x"}, headers=auth())
+        assert odd.status_code == 400
+        assert client.get(f"/admin/reports/{rid}", headers=auth()).json()["state"] == "filed"
+        metrics = client.get("/metrics").text
+    assert (
+        'modgate_reports{state="filed"} 1.0' in metrics and 'modgate_reports{state="queued"} 0.0' in metrics
+    )
+    events = _events(sink, 3)
+    assert [e["type"] for e in events] == ["report.queued", "report.confirmed", "report.filed"]
+    assert {e["report"]["id"] for e in events} == {rid}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
@@ -12,6 +13,8 @@ import openai
 import pytest
 import redis
 
+from gateway.records import Report
+from gateway.store.base import open_store
 from tests.conftest import Gateway, GatewayFactory, Upstream, mock
 from tests.support.servers import free_port
 
@@ -301,6 +304,15 @@ def test_stream_metrics_record_holdback_and_cuts(gateway: Gateway) -> None:
     assert count and float(count[0].split()[-1]) >= 1
 
 
+async def _reports(url: str) -> list[Report]:
+    store = open_store(url)
+    await store.open()
+    try:
+        return (await store.reports.list()).data
+    finally:
+        await store.close()
+
+
 def test_store_down_readyz_degraded_decisions_enforced_and_records_spooled_then_replayed(
     make_gateway: GatewayFactory, upstream: Upstream, tmp_path: Path
 ) -> None:
@@ -319,7 +331,7 @@ def test_store_down_readyz_degraded_decisions_enforced_and_records_spooled_then_
         assert upstream.app.requests == []
         metrics = client.get("/metrics").text
         assert 'modgate_store_errors_total{operation="record_incident"} 1.0' in metrics
-        assert client.get("/readyz").json()["spooled"] == 1
+        assert client.get("/readyz").json()["spooled"] == 2  # the incident and its report (A.1.d reports)
         spooled = (gateway.tmp / "spool" / "spool.jsonl").read_text(encoding="utf-8")
         assert incident_id in spooled and "zorblax" in spooled
 
@@ -335,6 +347,8 @@ def test_store_down_readyz_degraded_decisions_enforced_and_records_spooled_then_
             assert ready["status"] == "ready" and ready["spooled"] == 0
             stored = redis.Redis(port=port, decode_responses=True).get(f"modgate:incident:{incident_id}")
             assert stored is not None and json.loads(stored)["action"] == "block"
+            reports = asyncio.run(_reports(f"redis://127.0.0.1:{port}/0"))
+            assert [r.incident_id for r in reports] == [incident_id] and reports[0].state == "queued"
         finally:
             server.terminate()
             server.wait(10)
