@@ -129,7 +129,11 @@ def test_json_answers_get_no_explicit_label(response_format: Any, json_only: boo
 
 
 def test_label_completion_touches_only_content() -> None:
-    tool_call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": "b"}'}}
+    tool_call: dict[str, Any] = {
+        "id": "c1",
+        "type": "function",
+        "function": {"name": "f", "arguments": '{"a": "b"}'},
+    }
     response = _completion(
         {"role": "assistant", "content": "Answer one.", "reasoning_content": "thinking"},
         {"role": "assistant", "content": None, "tool_calls": [tool_call]},

@@ -75,7 +75,7 @@ async def run(policy: Policy, chunks: list[bytes], position: str | None) -> list
         for raw in chunks:
             yield raw
 
-    label = StreamLabel(ExplicitLabel(text=LABEL, position=position)) if position else None  # type: ignore[arg-type]
+    label = StreamLabel(ExplicitLabel(text=LABEL, position=position)) if position else None
     guard = StreamGuard(policy, record, close, label=label)
     parser = SSEParser()
     events = [e for raw in [b async for b in guard.run(upstream())] for e in parser.feed(raw)]
