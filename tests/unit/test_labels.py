@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from gateway.config import GatewayConfig
 from gateway.duties import ExplicitLabel, LabelingSettings
 from gateway.labels import (
     Labeler,
@@ -64,6 +65,14 @@ def test_metadata_is_an_ascii_header_value_for_any_provider(provider: str) -> No
     value = json.loads(raw)["AIGC"]
     assert value["ContentProducer"] == value["ContentPropagator"] == provider
     assert value["ProduceID"] == "id-中"
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\t\n"])
+def test_blank_provider_is_refused(blank: str) -> None:
+    with pytest.raises(ValueError, match="provider"):
+        GatewayConfig(provider=blank)
+    assert GatewayConfig().provider == "modgate"
+    assert GatewayConfig(provider=" 示例科技 ").provider == "示例科技"
 
 
 def test_labeler_is_made_once_per_policy_version(tmp_path: Path) -> None:
