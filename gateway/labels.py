@@ -61,8 +61,8 @@ _JSON_FORMATS = frozenset({"json_object", "json_schema"})
 
 
 def _quoted(value: str) -> str:
-    """A JSON string literal, ASCII only."""
-    return json.dumps(value, ensure_ascii=True)
+    """A JSON string literal, ASCII only (ids are ASCII: orjson, the faster, suffices)."""
+    return orjson.dumps(value).decode() if value.isascii() else json.dumps(value, ensure_ascii=True)
 
 
 @dataclass(frozen=True)
