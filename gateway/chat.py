@@ -11,11 +11,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.app import AppState
+from gateway.duties import ExplicitLabel
 from gateway.errors import (
     ContentBlocked,
     GatewayError,
     UpstreamUnavailable,
 )
+from gateway.labels import LABEL_HEADER, Labeler, labeled, labeled_body, labeler_for
 from gateway.openai_chat import (
     ChatRequest,
     apply_output,
@@ -28,15 +30,19 @@ from gateway.openai_chat import (
     validate_chat,
 )
 from gateway.recorder import RequestInfo
-from gateway.responses import GuardedStreamResponse, RawResponse, json_response, race_disconnect, read_body
+from gateway.responses import GuardedStreamResponse, RawResponse, race_disconnect, read_body
 from gateway.routing import Route
 from gateway.screening import Decision, Segment, screen
 from gateway.stream.guard import StreamGuard
+from gateway.stream.labeling import StreamLabel
 from gateway.upstream import forward_headers, open_upstream, raw_response_headers, response_headers
 
 __all__ = ["handle_chat"]
 
 ROUTE = "/v1/chat/completions"
+_LABEL_HEADER = LABEL_HEADER.encode()
+#: Upstream headers the gateway sets itself (an upstream's own AIGC label is replaced).
+_REPLACED = frozenset({b"content-type", _LABEL_HEADER})
 
 
 @dataclass
@@ -46,6 +52,9 @@ class _Call:
     chat: ChatRequest
     info: RequestInfo
     t0: float
+    labeler: Labeler
+    #: The explicit label for this request's answer; None when off or the answer must be JSON.
+    explicit: ExplicitLabel | None
 
     async def record(
         self, decision: Decision, segments: list[Segment], exposed: int = 0, offsets: Any = None
@@ -63,12 +72,15 @@ async def handle_chat(request: Request) -> Response:
     chat = validate_chat(payload)
     route = state.router.resolve(request.scope["path"], chat.model, caller)
     rid = request.scope["state"]["request_id"]
+    labeler = labeler_for(state.config.provider, route.policy)
     call = _Call(
         state,
         route,
         chat,
         RequestInfo(rid, caller.tenant, route.name, chat.model),
         request.scope["state"]["t0"],
+        labeler,
+        labeler.explicit((chat.model_extra or {}).get("response_format")),
     )
 
     segments = input_segments(chat)
@@ -79,11 +91,7 @@ async def handle_chat(request: Request) -> Response:
         if decision.action == "block":
             raise ContentBlocked("the request was blocked by the content policy", modgate=note)
         if decision.action == "refuse":
-            if chat.stream:
-                return Response(
-                    b"".join(refusal_stream(chat, route.policy, note)), media_type="text/event-stream"
-                )
-            return json_response(refusal_completion(chat, route.policy, note))
+            return _refusal(call, note)
         if decision.action == "redact":
             redact_payload(payload, decision, segments, route.policy.spec.refusal.redaction)
             body = orjson.dumps(payload)
@@ -111,12 +119,15 @@ async def _complete(call: _Call, headers: dict[str, str], body: bytes) -> Respon
         raise UpstreamUnavailable("the upstream answered with a body that is not a JSON object")
     segments = output_segments(result)
     decision = await screen(call.route.policy, segments, "output", state.metrics)
-    out_headers = [(k, v) for k, v in raw_response_headers(response) if k != b"content-type"]
+    out_headers = [(k, v) for k, v in raw_response_headers(response) if k not in _REPLACED]
     out_headers.append((b"content-type", b"application/json"))
     if decision.action != "allow":
         incident_id = await call.record(decision, segments)
         apply_output(result, decision, segments, call.route.policy, decision.note(incident_id))
-        raw = orjson.dumps(result)
+    unchanged = raw if decision.action == "allow" else None
+    raw, label = labeled_body(call.labeler, call.explicit, result, unchanged, call.info.request_id)
+    if label is not None:
+        out_headers.append((_LABEL_HEADER, label))
     added = time.perf_counter() - call.t0 - upstream_seconds
     state.metrics.child(state.metrics.added_seconds, ROUTE).observe(max(0.0, added))
     return RawResponse(raw, out_headers)
@@ -139,14 +150,41 @@ async def _stream(call: _Call, headers: dict[str, str], body: bytes) -> Response
         metrics=state.metrics,
         on_holdback=state.metrics.holdback_seconds.observe,
         on_cut=lambda d: _count_cut(state, d, mode),
+        label=StreamLabel(call.explicit) if call.explicit is not None else None,
     )
 
     return GuardedStreamResponse(
         guard.run(response.aiter_bytes()),
         on_close=response.aclose,
         error_event=_error_event,
-        headers=response_headers(response),
+        headers={**response_headers(response), **_stream_label(call)},
     )
+
+
+def _stream_label(call: _Call) -> dict[str, str]:
+    """The implicit label of a stream: its headers leave before any chunk names an id, so the
+    request id stands for the produce id."""
+    if not call.labeler.implicit:
+        return {}
+    rid = call.info.request_id
+    return {LABEL_HEADER: call.labeler.metadata(rid, rid).decode()}
+
+
+def _refusal(call: _Call, note: dict[str, Any]) -> Response:
+    """The canned reply to a refused request, labelled like any generated answer."""
+    chat, policy = call.chat, call.route.policy
+    if chat.stream:
+        message = policy.spec.refusal.message
+        if call.explicit is not None:
+            message = labeled(message, call.explicit)
+        events = refusal_stream(chat, policy, note, message)
+        return Response(b"".join(events), media_type="text/event-stream", headers=_stream_label(call))
+    completion = refusal_completion(chat, policy, note)
+    body, label = labeled_body(call.labeler, call.explicit, completion, None, call.info.request_id)
+    headers = [(b"content-type", b"application/json")]
+    if label is not None:
+        headers.append((_LABEL_HEADER, label))
+    return RawResponse(body, headers)
 
 
 def _count_cut(state: AppState, decision: Decision, mode: str) -> None:

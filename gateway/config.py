@@ -141,6 +141,13 @@ class GatewayConfig(_Strict):
     reports: ReportSettings = ReportSettings()
     base_dir: Path = Field(Path("."), exclude=True)
 
+    @field_validator("provider")
+    @classmethod
+    def _named(cls, value: str) -> str:
+        if not value.strip():  # the AIGC label's ContentProducer must name someone
+            raise ValueError("provider must not be blank")
+        return value.strip()
+
     @model_validator(mode="after")
     def _references(self) -> GatewayConfig:
         for i, route in enumerate(self.routes):

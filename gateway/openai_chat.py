@@ -164,9 +164,14 @@ def apply_output(
 
 def refusal_completion(chat: ChatRequest, policy: Policy, annotation: dict[str, Any]) -> dict[str, Any]:
     """A complete ``chat.completion`` carrying the policy's canned reply."""
-    message = {"role": "assistant", "content": policy.spec.refusal.message}
-    choices = [
-        {"index": i, "message": message, "finish_reason": "content_filter", "logprobs": None}
+    text = policy.spec.refusal.message
+    choices = [  # a message per choice: the labels rewrite each in place
+        {
+            "index": i,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": "content_filter",
+            "logprobs": None,
+        }
         for i in range(chat.n or 1)
     ]
     return {
@@ -180,13 +185,16 @@ def refusal_completion(chat: ChatRequest, policy: Policy, annotation: dict[str, 
     }
 
 
-def refusal_stream(chat: ChatRequest, policy: Policy, annotation: dict[str, Any]) -> list[bytes]:
-    """The canned reply as SSE events, ending in ``[DONE]``."""
+def refusal_stream(
+    chat: ChatRequest, policy: Policy, annotation: dict[str, Any], message: str | None = None
+) -> list[bytes]:
+    """The canned reply (or ``message``, e.g. the reply with its label) as SSE events, ending
+    in ``[DONE]``."""
     base = {"id": new_id("chatcmpl-modgate"), "object": "chat.completion.chunk", "created": int(time.time())}
     base["model"] = chat.model
     events = []
     for i in range(chat.n or 1):
-        delta = {"role": "assistant", "content": policy.spec.refusal.message}
+        delta = {"role": "assistant", "content": policy.spec.refusal.message if message is None else message}
         events.append({**base, "choices": [{"index": i, "delta": delta, "finish_reason": None}]})
         events.append({**base, "choices": [{"index": i, "delta": {}, "finish_reason": "content_filter"}]})
     events[-1]["modgate"] = annotation

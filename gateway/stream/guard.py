@@ -1,7 +1,8 @@
 """The stream guard for OpenAI chat-completion streams.
 
 Stages: ``upstream bytes → SSE batches (sse.py) → chunks → text per channel (channels.py)
-→ one check per batch → rewritten chunks → SSE bytes``.
+→ one check per batch → rewritten chunks → explicit label (labeling.py), when the policy
+asks for one → SSE bytes``.
 
 ``hold`` mode releases a channel's text only after a check covered it and holds back the
 tail that could still complete a term or pattern; ``async`` mode releases at once and checks
@@ -27,6 +28,7 @@ from gateway.policy import Action, Policy, severity
 from gateway.screening import Decision, Hit, Segment, screen
 from gateway.stream import chunks as ck
 from gateway.stream.channels import ChannelKey, ChannelState
+from gateway.stream.labeling import StreamLabel
 from gateway.stream.sse import SSEEvent, encode_data, sse_batches
 
 __all__ = ["Cut", "StreamGuard"]
@@ -66,6 +68,8 @@ class StreamGuard:
     #: Choices whose finish chunk reached the client; a cut leaves them alone.
     finished: set[int] = field(default_factory=set)
     template: dict[str, Any] = field(default_factory=dict)
+    #: The explicit label stage; None when the policy asks for none or the answer must be JSON.
+    label: StreamLabel | None = None
 
     @property
     def hold(self) -> bool:
@@ -133,7 +137,10 @@ class StreamGuard:
         if not self.template:
             raise UpstreamUnavailable("the upstream stream ended without a single completion chunk")
         cut = await self._check(set(self.channels))
-        return (b"", cut) if cut is not None else (self._leftovers(), None)
+        if cut is not None:
+            return b"", cut
+        out = self._leftovers()  # first: the end label goes after the last text
+        return out + (self.label.flush(self.template) if self.label is not None else b""), None
 
     async def _check(self, final: set[ChannelKey]) -> Cut | None:
         dirty = [s for s in self.channels.values() if s.pending]
@@ -210,6 +217,11 @@ class StreamGuard:
             rewritten, changed = ck.rewrite(chunk, ends, self.channels, redaction)
             if rewritten is None:
                 continue
+            if self.label is not None:
+                labels, relabeled = self.label.before(rewritten, self.template)
+                out += labels
+                if relabeled is not None:
+                    rewritten, changed = relabeled, True
             out += event.raw if not changed else encode_data(orjson.dumps(rewritten))
         out += self._leftovers()
         for state in self.channels.values():
@@ -220,7 +232,10 @@ class StreamGuard:
     def _leftovers(self) -> bytes:
         """Released text that no chunk of this batch carried (held from earlier batches)."""
         extra = ck.leftover_chunk(self.channels, self.template, self.policy.spec.refusal.redaction)
-        return encode_data(orjson.dumps(extra)) if extra else b""
+        if not extra:
+            return b""
+        labels = self.label.before(extra, self.template)[0] if self.label is not None else b""
+        return labels + encode_data(orjson.dumps(extra))
 
     async def _cut(self, cut: Cut) -> bytes:
         await self.close_upstream()
@@ -230,6 +245,8 @@ class StreamGuard:
         final = ck.cut_chunk(
             self.template, self.channels, self.policy, cut.decision, incident_id, self.finished
         )
+        if self.label is not None:
+            self.label.into_cut(final)
         return encode_data(orjson.dumps(final)) + DONE
 
     async def _record_soft(self) -> None:

@@ -5,7 +5,8 @@ forwards like any other header:
 
 * ``{"type": "json", "content": "...", "reasoning": "...", "tool_args": "...", "n": 1}``
 * ``{"type": "sse", "deltas": ["a", "b"], "channel": "content"|"reasoning_content"|"tool",
-  "delay_ms": 0, "no_done": false, "keepalive": false, "hang_after": null, "split_bytes": false}``
+  "delay_ms": 0, "no_done": false, "keepalive": false, "hang_after": null, "split_bytes": false,
+  "n": 1}`` (with ``n`` choices, each delta and the finish go out once per choice, interleaved)
 * ``{"type": "status", "status": 500, "body": {...} | "text", "headers": {...}}``
 * ``{"type": "slow", "delay_s": 5}`` (answers after a delay)
 * ``{"type": "broken_sse"}`` (a stream that is not SSE), ``{"type": "not_json"}``
@@ -226,7 +227,9 @@ async def _stream_body(
         first["tool_calls"] = [
             {"index": 0, "id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": ""}}
         ]
-    await emit(_chunk(body, first))
+    choices = range(script.get("n", 1))
+    for c in choices:
+        await emit(_chunk(body, first, index=c))
     for i, text in enumerate(script.get("deltas", ["Hello", " world"])):
         if script.get("hang_after") is not None and i >= script["hang_after"]:
             await asyncio.wait_for(disconnected.wait(), timeout=30)
@@ -239,11 +242,13 @@ async def _stream_body(
             return
         if script.get("keepalive"):
             await emit(b": keep-alive\n\n")
-        await emit(_chunk(body, _delta(channel, text)))
+        for c in choices:
+            await emit(_chunk(body, _delta(channel, text), index=c))
         seen.sent_deltas += 1
         if delay:
             await asyncio.sleep(delay)
-    await emit(_chunk(body, {}, "tool_calls" if channel == "tool" else "stop"))
+    for c in choices:
+        await emit(_chunk(body, {}, "tool_calls" if channel == "tool" else "stop", index=c))
     if not script.get("no_done"):
         await emit(b"data: [DONE]\n\n")
     await send({"type": "http.response.body", "body": b"", "more_body": False})
