@@ -105,7 +105,13 @@ class UserStore(Protocol):
         actor: str,
         detail: str = "",
         at: float | None = None,
-    ) -> UserRecord: ...
+        *,
+        escalate: bool = False,
+    ) -> UserRecord:
+        """Set the status and record the change. ``escalate``: leave the record as it is when
+        its status at ``at`` is stronger (an unexpired suspension beats a restriction beats a
+        warning), so that concurrent strikes never lower a status."""
+        ...
 
     async def reinstate(self, user: str, actor: str, note: str = "", at: float | None = None) -> UserRecord:
         """Back to ``ok`` with no strikes; recorded in the history."""
@@ -144,6 +150,12 @@ class Store(Protocol):
 
     @property
     def reports(self) -> ReportStore: ...
+
+    @property
+    def users(self) -> UserStore: ...
+
+    @property
+    def complaints(self) -> ComplaintStore: ...
 
     async def open(self) -> None: ...
 
