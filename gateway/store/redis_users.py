@@ -131,7 +131,9 @@ class RedisUsers:
         if self._hit is None:
             self._hit = self._c.redis.register_script(_HIT)
         member = f"{when!r}:{os.urandom(6).hex()}"
-        allowed = await self._hit(keys=[self._keys(user)[3]], args=[repr(when), repr(period_s), limit, member])
+        allowed = await self._hit(
+            keys=[self._keys(user)[3]], args=[repr(when), repr(period_s), limit, member]
+        )
         return bool(allowed)
 
     async def _must_get(self, user: str) -> UserRecord:

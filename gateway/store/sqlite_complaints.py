@@ -33,7 +33,9 @@ class SQLiteComplaints:
 
     async def create(self, complaint: Complaint) -> None:
         row = (complaint.id, complaint.status, _body(complaint))
-        await self._run(lambda db: db.execute("INSERT INTO complaints (id, status, body) VALUES (?, ?, ?)", row))
+        await self._run(
+            lambda db: db.execute("INSERT INTO complaints (id, status, body) VALUES (?, ?, ?)", row)
+        )
 
     async def get(self, complaint_id: str) -> Complaint | None:
         row = await self._run(
