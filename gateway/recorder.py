@@ -31,6 +31,8 @@ class RequestInfo:
     tenant: str
     route: str
     model: str | None
+    #: The user's pseudonym, never the raw id.
+    user: str | None = None
 
 
 class Recorder:
@@ -57,6 +59,7 @@ class Recorder:
             model=info.model,
             exposed_chars=exposed_chars,
             offsets=offsets,
+            user=info.user,
         )
         for risk in incident.risks:
             self.metrics.decisions.labels(decision.direction, risk["action"], risk["code"]).inc()
