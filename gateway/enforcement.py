@@ -122,7 +122,7 @@ class Enforcer:
         """Raise :class:`UserSuspended` or :class:`UserRestricted`, or return the standing."""
         now = time.time()
         try:
-            current = standing(await self.users.get(user), settings, now)
+            current = standing(await self.users.get(user, history=False), settings, now)
         except Exception:
             self._store_failed("user_check", user)
             return Standing()

@@ -90,7 +90,10 @@ class ReportStore(Protocol):
 class UserStore(Protocol):
     """Enforcement state per pseudonymous user; shared by all replicas."""
 
-    async def get(self, user: str) -> UserRecord | None: ...
+    async def get(self, user: str, *, history: bool = True) -> UserRecord | None:
+        """None for a user never struck nor set; ``history=False`` leaves the history out (the
+        per-request check needs only the status and strikes)."""
+        ...
 
     async def strike(self, user: str, at: float, window_s: float, detail: str = "") -> UserRecord:
         """Add a strike at ``at`` and forget strikes older than ``at - window_s``; atomic, so

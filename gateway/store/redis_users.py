@@ -68,14 +68,15 @@ class RedisUsers:
         key = self._c.key("user", user)
         return key, f"{key}:strikes", f"{key}:history", f"{key}:hits"
 
-    async def get(self, user: str) -> UserRecord | None:
-        key, strikes, history, _ = self._keys(user)
+    async def get(self, user: str, *, history: bool = True) -> UserRecord | None:
+        key, strikes, events_key, _ = self._keys(user)
         async with self._c.redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(key)
             pipe.zrange(strikes, 0, -1, withscores=True)
-            pipe.lrange(history, 0, -1)
-            fields, scored, events = await pipe.execute()
-        return _record(user, fields, scored, events)
+            if history:
+                pipe.lrange(events_key, 0, -1)
+            fields, scored, *events = await pipe.execute()
+        return _record(user, fields, scored, events[0] if events else [])
 
     async def strike(self, user: str, at: float, window_s: float, detail: str = "") -> UserRecord:
         key, strikes, history, _ = self._keys(user)

@@ -60,14 +60,15 @@ def _append_event(db: sqlite3.Connection, user: str, event: UserEvent) -> None:
     )
 
 
-def _read(db: sqlite3.Connection, user: str) -> UserRecord | None:
+def _read(db: sqlite3.Connection, user: str, history: bool = True) -> UserRecord | None:
     row = db.execute("SELECT status, until FROM users WHERE user = ?", (user,)).fetchone()
     if row is None:
         return None
     strikes = [r[0] for r in db.execute("SELECT at FROM user_strikes WHERE user = ? ORDER BY at", (user,))]
+    if not history:
+        return UserRecord(user, row[0], row[1], strikes)
     events = db.execute("SELECT body FROM user_events WHERE user = ? ORDER BY id", (user,))
-    history = [UserEvent(**json.loads(r[0])) for r in events]
-    return UserRecord(user, row[0], row[1], strikes, history)
+    return UserRecord(user, row[0], row[1], strikes, [UserEvent(**json.loads(r[0])) for r in events])
 
 
 def _must_read(db: sqlite3.Connection, user: str) -> UserRecord:
@@ -84,8 +85,8 @@ class SQLiteUsers:
     def __init__(self, run: Runner) -> None:
         self._run = run
 
-    async def get(self, user: str) -> UserRecord | None:
-        return await self._run(lambda db: _read(db, user))
+    async def get(self, user: str, *, history: bool = True) -> UserRecord | None:
+        return await self._run(lambda db: _read(db, user, history))
 
     async def strike(self, user: str, at: float, window_s: float, detail: str = "") -> UserRecord:
         def write(db: sqlite3.Connection) -> UserRecord:

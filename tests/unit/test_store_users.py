@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.records import UserStatus
+from gateway.records import UserRecord, UserStatus
 from gateway.store.base import Store, open_store
 from gateway.store.redis import RedisStore
 from gateway.store.sqlite_users import HISTORY_MAX
@@ -65,6 +65,7 @@ async def test_strike_creates_the_user_and_records_it(store: Store) -> None:
     event = record.history[0]
     assert (event.kind, event.at, event.detail, event.actor) == ("strike", T0, "incident inc_1", "gateway")
     assert await store.users.get("u_1") == record
+    assert await store.users.get("u_1", history=False) == UserRecord("u_1", "ok", None, [T0])
 
 
 async def test_strikes_older_than_the_window_are_forgotten(store: Store) -> None:
