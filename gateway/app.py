@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,11 +24,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.admin import AdminAuth
 from gateway.config import GatewayConfig, default_config, load_config
+from gateway.enforcement import Enforcer
 from gateway.errors import GatewayError, InvalidRequest, NotFound, error_body
 from gateway.metrics import Metrics
 from gateway.middleware import EdgeMiddleware, HotPathMiddleware
 from gateway.policy import Policy
 from gateway.policy_loader import load_policy
+from gateway.privacy import Pseudonymizer
 from gateway.recorder import Recorder
 from gateway.report_worker import ReportWorker
 from gateway.responses import error_response, internal_error_response, json_response
@@ -44,6 +48,8 @@ __all__ = ["AppState", "app_from_env", "create_app", "load_gateway"]
 log = logging.getLogger(__name__)
 
 WARMUP_TEXTS = ("Hello, how are you today?", "你好，今天天气怎么样？")
+#: How often a gateway that started without the pseudonym secret (store down) asks again.
+PSEUDONYM_RETRY_S = 5.0
 
 
 @dataclass
@@ -58,10 +64,39 @@ class AppState:
     admin: AdminAuth = field(default_factory=lambda: AdminAuth({}))
     router: Router | None = None
     ready: dict[str, bool] = field(default_factory=dict)
+    #: Keyed at start from ``config.pseudonym_secret`` or the store's kept secret.
+    pseudonymizer: Pseudonymizer | None = None
+    pseudonym_retry_at: float = 0.0
 
     @property
     def all_policies(self) -> list[Policy]:
         return [self.default_policy, *self.policies.values()]
+
+    @cached_property
+    def enforcer(self) -> Enforcer:
+        return Enforcer(self.store.users, self.metrics)
+
+    async def pseudonym(self, user: str | None) -> str | None:
+        """``user`` as it may be stored and logged; None without a user, or while the secret
+        is unknown (no ``pseudonym_secret`` and the store was down since start)."""
+        if user is None:
+            return None
+        if self.pseudonymizer is None and time.monotonic() >= self.pseudonym_retry_at:
+            await self.load_pseudonymizer()
+        return self.pseudonymizer(user) if self.pseudonymizer is not None else None
+
+    async def load_pseudonymizer(self) -> None:
+        secret = self.config.pseudonym_secret
+        try:
+            key = secret.get_secret_value() if secret is not None else await self.store.secret("pseudonym")
+        except Exception:
+            # A fresh random key would give other pseudonyms than the other replicas and the
+            # stored record: without the kept one, users go unidentified (and unenforced).
+            self.pseudonym_retry_at = time.monotonic() + PSEUDONYM_RETRY_S
+            log.warning("pseudonym secret unavailable (store down); users are not identified for now")
+            self.metrics.child(self.metrics.store_errors, "pseudonym_secret").inc()
+            return
+        self.pseudonymizer = Pseudonymizer(key)
 
 
 def load_gateway(settings: Settings) -> tuple[GatewayConfig, Policy, dict[str, Policy]]:
@@ -110,6 +145,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.warning("no upstream configured: only /v1/moderations screens; pass --upstream or --config")
     await state.store.open()
     state.ready["store"] = True
+    await state.load_pseudonymizer()
     await _warm(state)
     _tune_gc()
     tasks = [
@@ -183,7 +219,7 @@ def _admin(settings: Settings, config: GatewayConfig) -> AdminAuth:
 
 def create_app(settings: Settings) -> FastAPI:
     """Build the gateway app for ``settings``; config and policies are validated here."""
-    from gateway.routes import admin, chat, health, moderations, passthrough
+    from gateway.routes import admin, chat, complaints, health, moderations, passthrough
 
     config, default_policy, policies = load_gateway(settings)
     metrics = Metrics()
@@ -200,7 +236,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(Exception, _unexpected)
     # Plain Starlette routes: these endpoints read the raw body themselves, so FastAPI's
     # dependency and body handling would be pure overhead on the hot path.
-    for module in (health, admin, passthrough):
+    # The passthrough catch-all comes last.
+    for module in (health, admin, complaints, passthrough):
         app.router.routes.extend(module.routes)
     app.add_middleware(EdgeMiddleware, metrics=metrics, max_bytes=settings.max_body_bytes)
     hot = {**chat.hot, **moderations.hot}

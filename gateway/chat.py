@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -11,7 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.app import AppState
-from gateway.duties import ExplicitLabel
+from gateway.duties import EnforcementSettings, ExplicitLabel
+from gateway.enforcement import STRIKING_ACTIONS, Standing, identify
 from gateway.errors import (
     ContentBlocked,
     GatewayError,
@@ -55,11 +56,23 @@ class _Call:
     labeler: Labeler
     #: The explicit label for this request's answer; None when off or the answer must be JSON.
     explicit: ExplicitLabel | None
+    enforcement: EnforcementSettings | None = None
+    standing: Standing = field(default_factory=Standing)
 
     async def record(
         self, decision: Decision, segments: list[Segment], exposed: int = 0, offsets: Any = None
     ) -> str:
-        return await self.state.recorder.record(decision, segments, self.info, exposed, offsets)
+        """Record the incident, then the strike, both before the response carrying it is sent
+        (a stream's cut lands here too), so the user's very next request sees them."""
+        incident_id = await self.state.recorder.record(decision, segments, self.info, exposed, offsets)
+        user = self.info.user
+        if self.enforcement is not None and user is not None and decision.action in STRIKING_ACTIONS:
+            after = await self.state.enforcer.strike(user, self.enforcement, incident_id)
+            self.standing = after or self.standing
+        return incident_id
+
+    def notice(self) -> dict[str, str]:
+        return self.standing.notice(self.enforcement) if self.enforcement is not None else {}
 
 
 async def handle_chat(request: Request) -> Response:
@@ -73,16 +86,33 @@ async def handle_chat(request: Request) -> Response:
     route = state.router.resolve(request.scope["path"], chat.model, caller)
     rid = request.scope["state"]["request_id"]
     labeler = labeler_for(state.config.provider, route.policy)
+    user = await state.pseudonym(identify(chat.user, client_headers.get("x-modgate-user"), caller.user))
     call = _Call(
         state,
         route,
         chat,
-        RequestInfo(rid, caller.tenant, route.name, chat.model),
+        RequestInfo(rid, caller.tenant, route.name, chat.model, user),
         request.scope["state"]["t0"],
         labeler,
         labeler.explicit((chat.model_extra or {}).get("response_format")),
+        route.policy.spec.enforcement,
     )
+    if call.enforcement is not None and user is not None:
+        call.standing = await state.enforcer.check(user, call.enforcement)
+    forward = forward_headers(client_headers, route.upstream, caller, rid)
+    try:
+        response = await _screened(request, call, payload, body, forward)
+    except GatewayError as exc:
+        exc.headers.update(call.notice())
+        raise
+    response.headers.update(call.notice())
+    return response
 
+
+async def _screened(
+    request: Request, call: _Call, payload: dict[str, Any], body: bytes, headers: dict[str, str]
+) -> Response:
+    state, route, chat = call.state, call.route, call.chat
     segments = input_segments(chat)
     decision = await screen(route.policy, segments, "input", state.metrics)
     if decision.action != "allow":
@@ -95,7 +125,6 @@ async def handle_chat(request: Request) -> Response:
         if decision.action == "redact":
             redact_payload(payload, decision, segments, route.policy.spec.refusal.redaction)
             body = orjson.dumps(payload)
-    headers = forward_headers(client_headers, route.upstream, caller, rid)
     headers["content-type"] = "application/json"
     if chat.stream:
         return await _stream(call, headers, body)

@@ -4,7 +4,9 @@
     ├── InvalidRequest (400)          malformed JSON, invalid UTF-8, wrong types
     │   └── PayloadTooLarge (413)     body over the configured limit
     ├── Unauthorized (401)            missing or unknown gateway API key
+    ├── UserSuspended (403)           the user is suspended by the enforcement ladder
     ├── NotFound (404)                a path that is neither screened nor in ``passthrough:``
+    ├── UserRestricted (429)          a restricted user over the ladder step's rate
     ├── ContentBlocked (400)          input blocked by policy; carries the incident id
     ├── UpstreamError (502)           the upstream failed in a way the client cannot fix
     │   ├── UpstreamTimeout (504)
@@ -36,6 +38,8 @@ __all__ = [
     "UpstreamStatus",
     "UpstreamTimeout",
     "UpstreamUnavailable",
+    "UserRestricted",
+    "UserSuspended",
     "error_body",
 ]
 
@@ -85,6 +89,18 @@ class NotFound(GatewayError):
     status = 404
     type = "invalid_request_error"
     code = "not_found"
+
+
+class UserSuspended(GatewayError):
+    status = 403
+    type = "permission_error"
+    code = "user_suspended"
+
+
+class UserRestricted(GatewayError):
+    status = 429
+    type = "rate_limit_error"
+    code = "user_restricted"
 
 
 class ContentBlocked(GatewayError):

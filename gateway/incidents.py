@@ -43,6 +43,8 @@ class Incident:
     offsets: list[list[int]] = field(default_factory=list)
     #: Violating characters that reached the client before the decision (0 in hold mode).
     exposed_chars: int = 0
+    #: The user's pseudonym (``gateway.privacy.Pseudonymizer``), never the raw id; None: no user.
+    user: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,6 +88,7 @@ def build_incident(
     model: str | None,
     exposed_chars: int = 0,
     offsets: list[list[int]] | None = None,
+    user: str | None = None,
 ) -> Incident:
     """Package a decision; the excerpt comes from the most severe hit's segment. ``offsets``
     replaces the spans' own (a stream guard knows them in whole-answer coordinates)."""
@@ -110,4 +113,5 @@ def build_incident(
         excerpt=_excerpt(segment.text, spans),
         offsets=offsets if offsets is not None else sorted([s.start, s.end] for s in spans),
         exposed_chars=exposed_chars,
+        user=user,
     )

@@ -77,6 +77,13 @@ class Metrics:
         self.store_errors = Counter(
             "modgate_store_errors_total", "Store operations that failed", ["operation"], registry=r
         )
+        self.enforcement_actions = Counter(
+            "modgate_enforcement_actions_total",
+            "User enforcement: ladder steps taken (warn, restrict, suspend) and requests refused "
+            "(rejected_suspended, rejected_restricted)",
+            ["action"],
+            registry=r,
+        )
         self.stream_cuts = Counter(
             "modgate_stream_cuts_total", "Streams cut by a decision", ["code", "mode"], registry=r
         )

@@ -36,6 +36,8 @@ class RequestInfo:
     tenant: str
     route: str
     model: str | None
+    #: The user's pseudonym, never the raw id.
+    user: str | None = None
 
 
 class Recorder:
@@ -67,6 +69,7 @@ class Recorder:
             model=info.model,
             exposed_chars=exposed_chars,
             offsets=offsets,
+            user=info.user,
         )
         for risk in incident.risks:
             self.metrics.decisions.labels(decision.direction, risk["action"], risk["code"]).inc()

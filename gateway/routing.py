@@ -49,6 +49,8 @@ class Caller:
     tenant: str = "default"
     #: The client's own Authorization header; forwarded only when no gateway keys are configured.
     authorization: str | None = None
+    #: The key's ``user`` mapping (raw id, for enforcement when the request names no user).
+    user: str | None = None
 
 
 @dataclass
@@ -75,12 +77,12 @@ class Router:
     config: GatewayConfig
     routes: list[Route]
     default_policy: Policy
-    _keys: dict[bytes, tuple[str, str]] = field(default_factory=dict)
+    _keys: dict[bytes, tuple[str, str, str | None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for key in self.config.keys:
             digest = hashlib.sha256(key.key.get_secret_value().encode()).digest()
-            self._keys[digest] = (key.name, key.tenant)
+            self._keys[digest] = (key.name, key.tenant, key.user)
         if not self._keys and any(u.api_key for u in self.config.upstreams.values()):
             log.warning(
                 "OPEN PROXY: upstream credentials are configured but no gateway keys are; "
@@ -101,9 +103,9 @@ class Router:
         if not token:
             raise Unauthorized("a gateway API key is required (Authorization: Bearer <key>)")
         digest = hashlib.sha256(token.encode()).digest()
-        for known, (name, tenant) in self._keys.items():
+        for known, (name, tenant, user) in self._keys.items():
             if hmac.compare_digest(known, digest):
-                return Caller(key_name=name, tenant=tenant)
+                return Caller(key_name=name, tenant=tenant, user=user)
         raise Unauthorized("the gateway API key is not valid")
 
     def find(self, path: str, model: str | None, caller: Caller, *, any_model: bool = False) -> Route | None:

@@ -90,7 +90,10 @@ class ReportStore(Protocol):
 class UserStore(Protocol):
     """Enforcement state per pseudonymous user; shared by all replicas."""
 
-    async def get(self, user: str) -> UserRecord | None: ...
+    async def get(self, user: str, *, history: bool = True) -> UserRecord | None:
+        """None for a user never struck nor set; ``history=False`` leaves the history out (the
+        per-request check needs only the status and strikes)."""
+        ...
 
     async def strike(self, user: str, at: float, window_s: float, detail: str = "") -> UserRecord:
         """Add a strike at ``at`` and forget strikes older than ``at - window_s``; atomic, so
@@ -105,7 +108,13 @@ class UserStore(Protocol):
         actor: str,
         detail: str = "",
         at: float | None = None,
-    ) -> UserRecord: ...
+        *,
+        escalate: bool = False,
+    ) -> UserRecord:
+        """Set the status and record the change. ``escalate``: leave the record as it is when
+        its status at ``at`` is stronger (an unexpired suspension beats a restriction beats a
+        warning), so that concurrent strikes never lower a status."""
+        ...
 
     async def reinstate(self, user: str, actor: str, note: str = "", at: float | None = None) -> UserRecord:
         """Back to ``ok`` with no strikes; recorded in the history."""
@@ -144,6 +153,12 @@ class Store(Protocol):
 
     @property
     def reports(self) -> ReportStore: ...
+
+    @property
+    def users(self) -> UserStore: ...
+
+    @property
+    def complaints(self) -> ComplaintStore: ...
 
     async def open(self) -> None: ...
 

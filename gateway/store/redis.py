@@ -93,13 +93,18 @@ class RedisIncidents:
 
 class RedisStore:
     def __init__(self, url: str, prefix: str = "modgate:", reports: ReportSettings | None = None) -> None:
-        from gateway.store.redis_reports import RedisReports  # imports this module
+        # Imported here: the record stores import RedisConn and lex_page from this module.
+        from gateway.store.redis_complaints import RedisComplaints
+        from gateway.store.redis_reports import RedisReports
+        from gateway.store.redis_users import RedisUsers
 
         self.url = url
         self.prefix = prefix
         self._c = RedisConn(url, prefix)
         self.incidents = RedisIncidents(self._c)
         self.reports = RedisReports(self._c, reports or ReportSettings())
+        self.users = RedisUsers(self._c)
+        self.complaints = RedisComplaints(self._c)
 
     @property
     def redis(self) -> aioredis.Redis:

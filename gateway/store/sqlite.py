@@ -115,14 +115,19 @@ class SQLiteIncidents:
 
 class SQLiteStore:
     def __init__(self, url: str, reports: ReportSettings | None = None) -> None:
-        from gateway.store.sqlite_reports import REPORTS_SCHEMA, SQLiteReports  # imports this module
+        # Imported here: the record stores import Runner and page_rows from this module.
+        from gateway.store.sqlite_complaints import COMPLAINTS_SCHEMA, SQLiteComplaints
+        from gateway.store.sqlite_reports import REPORTS_SCHEMA, SQLiteReports
+        from gateway.store.sqlite_users import USERS_SCHEMA, SQLiteUsers
 
         self.url = url
         self.path = Path(url.removeprefix("sqlite:///"))
         self._run = Runner()
         self.incidents = SQLiteIncidents(self._run)
         self.reports = SQLiteReports(self._run, reports or ReportSettings())
-        self._schemas = [_SCHEMA, REPORTS_SCHEMA]
+        self.users = SQLiteUsers(self._run)
+        self.complaints = SQLiteComplaints(self._run)
+        self._schemas = [_SCHEMA, REPORTS_SCHEMA, USERS_SCHEMA, COMPLAINTS_SCHEMA]
 
     async def open(self) -> None:
         def connect() -> sqlite3.Connection:
