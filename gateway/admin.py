@@ -10,22 +10,38 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from starlette.requests import Request
+from starlette.responses import Response
+
 from gateway.errors import GatewayError, InvalidRequest, NotFound, Unauthorized
+from gateway.openai_chat import parse_json_object
 from gateway.policy import Policy
 from gateway.policy_loader import PolicyError, load_policy
+from gateway.records import Page
+from gateway.responses import json_response
 from gateway.screening import Segment, screen
 
 if TYPE_CHECKING:
     from gateway.app import AppState
 
-__all__ = ["AdminAuth", "Conflict", "PageQuery", "reload_policies"]
+__all__ = [
+    "AdminAuth",
+    "Conflict",
+    "PageQuery",
+    "admin_call",
+    "list_response",
+    "read_text_field",
+    "reload_policies",
+]
 
 log = logging.getLogger("modgate.admin")
 
 MAX_LIMIT = 500
+MAX_TEXT = 4000
 
 
 class Conflict(GatewayError):
@@ -60,6 +76,34 @@ class AdminAuth:
         if found is None or not token:
             raise Unauthorized("a valid admin token is required (Authorization: Bearer <token>)")
         return found
+
+
+def admin_call(request: Request) -> tuple[AppState, str]:
+    """The app state and the caller's actor name (401/404 before anything else happens)."""
+    state: AppState = request.app.state.modgate
+    return state, state.admin.actor(request.headers.get("authorization"))
+
+
+def list_response(page: Page[Any], extra: Callable[[Any], dict[str, Any]] | None = None) -> Response:
+    data = [{**r.to_dict(), **(extra(r) if extra else {})} for r in page.data]
+    return json_response({"object": "list", "data": data, "next": page.next})
+
+
+async def read_text_field(request: Request, field: str, *, required: bool = False) -> str:
+    """The one string field a change takes (a note, a resolution) from a JSON body; the body
+    may be empty when the field is optional."""
+    body = await request.body()
+    if not body.strip() and not required:
+        return ""
+    payload = parse_json_object(body)
+    unknown = sorted(set(payload) - {field})
+    if unknown:
+        raise InvalidRequest(f"unknown field {unknown[0]!r}", param=unknown[0])
+    value = payload.get(field, "")
+    if not isinstance(value, str) or len(value) > MAX_TEXT or (required and not value.strip()):
+        need = "a non-empty string" if required else "a string"
+        raise InvalidRequest(f"{field} must be {need} of at most {MAX_TEXT} characters", param=field)
+    return value
 
 
 @dataclass(frozen=True)

@@ -219,7 +219,7 @@ def _admin(settings: Settings, config: GatewayConfig) -> AdminAuth:
 
 def create_app(settings: Settings) -> FastAPI:
     """Build the gateway app for ``settings``; config and policies are validated here."""
-    from gateway.routes import admin, chat, complaints, health, moderations, passthrough
+    from gateway.routes import admin, admin_cases, chat, complaints, health, moderations, passthrough
 
     config, default_policy, policies = load_gateway(settings)
     metrics = Metrics()
@@ -237,7 +237,7 @@ def create_app(settings: Settings) -> FastAPI:
     # Plain Starlette routes: these endpoints read the raw body themselves, so FastAPI's
     # dependency and body handling would be pure overhead on the hot path.
     # The passthrough catch-all comes last.
-    for module in (health, admin, complaints, passthrough):
+    for module in (health, admin, admin_cases, complaints, passthrough):
         app.router.routes.extend(module.routes)
     app.add_middleware(EdgeMiddleware, metrics=metrics, max_bytes=settings.max_body_bytes)
     hot = {**chat.hot, **moderations.hot}

@@ -102,6 +102,12 @@ class Metrics:
             registry=r,
             multiprocess_mode="mostrecent",
         )
+        self.complaints_open = Gauge(
+            "modgate_complaints_open",
+            "Complaints not yet resolved (read from the store at scrape time)",
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
         self.report_deliveries = Counter(
             "modgate_report_delivery_attempts_total",
             "Report event deliveries by sink and outcome",

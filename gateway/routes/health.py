@@ -49,6 +49,7 @@ async def _store_gauges(state: AppState) -> None:
     try:
         counts = await state.store.reports.counts()
         outbox = await state.store.reports.outbox()
+        complaints = await state.store.complaints.count_open()
     except Exception:  # a scrape must not fail because the store is down; the gauges keep their last values
         state.metrics.store_errors.labels("metrics").inc()
         return
@@ -56,6 +57,7 @@ async def _store_gauges(state: AppState) -> None:
         state.metrics.reports.labels(report_state).set(count)
     for kind, count in outbox.items():
         state.metrics.report_outbox.labels(kind).set(count)
+    state.metrics.complaints_open.set(complaints)
 
 
 routes = [
