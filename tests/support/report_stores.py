@@ -1,4 +1,4 @@
-"""Stores for the report tests: one SQLite file, or one Redis key prefix in database 12.
+"""Stores for the report tests (with report settings): one SQLite file, or one Redis key prefix.
 
 Every Redis test gets its own prefix and deletes its keys afterwards.
 """
@@ -15,15 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from gateway.config import ReportSettings
 from gateway.records import Report
 from gateway.store.base import Store
 from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SQLiteStore
+from tests.support.stores import REDIS_URL, delete_prefix, new_prefix
 
-REDIS_URL = "redis://127.0.0.1:6379/12"
 BACKENDS = ["sqlite", pytest.param("redis", marks=pytest.mark.redis)]
 
 
@@ -46,22 +45,11 @@ async def store_maker(backend: str, tmp_path: Path) -> AsyncIterator[StoreMaker]
     if backend == "sqlite":
         yield StoreMaker("sqlite", f"sqlite:///{tmp_path}/reports.db")
         return
-    prefix = f"modgate-test-{uuid.uuid4().hex}:"
+    prefix = new_prefix()
     try:
         yield StoreMaker("redis", REDIS_URL, prefix)
     finally:
         await delete_prefix(prefix)
-
-
-async def delete_prefix(prefix: str) -> None:
-    """Every key this test wrote, and nothing else."""
-    cleanup = aioredis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in cleanup.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await cleanup.delete(*keys)
-    finally:
-        await cleanup.aclose()
 
 
 def report(n: int, **fields: Any) -> Report:

@@ -9,11 +9,9 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 
 from classifiers.base import Span
 from gateway.incidents import Incident, build_incident
@@ -21,11 +19,9 @@ from gateway.screening import Decision, Hit, Segment
 from gateway.store.base import Store, open_store
 from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SQLiteStore
+from tests.support.stores import REDIS_URL, StoreFactory, delete_prefix
 
-REDIS_URL = "redis://127.0.0.1:6379/13"
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
-
-StoreFactory = Callable[[], Store]
 
 
 def incident(n: int, created_at: float | None = None, **fields: object) -> Incident:
@@ -48,38 +44,6 @@ def incident(n: int, created_at: float | None = None, **fields: object) -> Incid
     }
     values.update(fields)
     return Incident(**values)  # type: ignore[arg-type]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
-    """Builds (unopened) stores that all see the same data: one file, or one Redis key prefix."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/x.db"
-        yield lambda: open_store(url)
-        return
-    prefix = f"modgate-test-{uuid.uuid4().hex}:"
-    yield lambda: RedisStore(REDIS_URL, prefix=prefix)
-    await _delete_prefix(prefix)
-
-
-async def _delete_prefix(prefix: str) -> None:
-    """Clean up after ourselves: every key this test wrote, and nothing else."""
-    cleanup = aioredis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in cleanup.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await cleanup.delete(*keys)
-        assert [key async for key in cleanup.scan_iter(match=f"{prefix}*")] == []
-    finally:
-        await cleanup.aclose()
-
-
-@pytest.fixture
-async def store(make_store: StoreFactory) -> AsyncIterator[Store]:
-    opened = make_store()
-    await opened.open()
-    yield opened
-    await opened.close()
 
 
 # --- open_store ------------------------------------------------------------------------------
@@ -369,5 +333,5 @@ async def test_redis_keys_live_under_the_prefix() -> None:
         finally:
             await other.close()
     finally:
-        await _delete_prefix(prefix)
+        await delete_prefix(prefix)
         await store.close()

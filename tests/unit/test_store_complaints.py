@@ -8,45 +8,14 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 
 from gateway.records import Complaint
-from gateway.store.base import Store, open_store
-from gateway.store.redis import RedisStore
+from gateway.store.base import Store
+from tests.support.stores import StoreFactory
 
-REDIS_URL = "redis://127.0.0.1:6379/11"
 T0 = 1_700_000_000.0
-
-StoreFactory = Callable[[], Store]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/complaints.db"
-        yield lambda: open_store(url)
-        return
-    prefix = f"modgate-test-{uuid.uuid4().hex}:"
-    yield lambda: RedisStore(REDIS_URL, prefix=prefix)
-    cleanup = aioredis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in cleanup.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await cleanup.delete(*keys)
-    finally:
-        await cleanup.aclose()
-
-
-@pytest.fixture
-async def store(make_store: StoreFactory) -> AsyncIterator[Store]:
-    opened = make_store()
-    await opened.open()
-    yield opened
-    await opened.close()
 
 
 def complaint(n: int, **fields: object) -> Complaint:
