@@ -20,7 +20,7 @@ from gateway.config import ReportSettings
 from gateway.incidents import Incident
 from gateway.records import Page
 
-__all__ = ["Runner", "SQLiteIncidents", "SQLiteStore"]
+__all__ = ["Runner", "SQLiteIncidents", "SQLiteStore", "select_page"]
 
 T = TypeVar("T")
 
@@ -66,12 +66,29 @@ class Runner:
         return await self(run)
 
 
-def page_rows(rows: list[Any], limit: int, key: Callable[[Any], str]) -> tuple[list[Any], str | None]:
-    """Rows fetched with LIMIT limit+1 → (this page, cursor of the next or None)."""
+async def select_page(
+    run: Runner, table: str, limit: int, after: str | None, **equals: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Bodies of one newest-first page of ``table`` (id, body columns) where each given column
+    equals its value (None: any), below the id ``after``; and the next page's cursor."""
+    if limit <= 0:
+        return [], None
+    where = [f"{column} = ?" for column, value in equals.items() if value is not None]
+    args: list[Any] = [value for value in equals.values() if value is not None]
+    if after is not None:
+        where.append("id < ?")
+        args.append(after)
+    sql = f"SELECT id, body FROM {table}"  # table and columns are ours, never a client's
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY id DESC LIMIT ?"
+    params = (*args, limit + 1)
+    rows: list[Any] = await run(lambda db: db.execute(sql, params).fetchall())
+    cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
-        return rows, key(rows[-1])
-    return rows, None
+        cursor = rows[-1][0]
+    return [json.loads(r[1]) for r in rows], cursor
 
 
 class SQLiteIncidents:
@@ -94,17 +111,8 @@ class SQLiteIncidents:
         return Incident.from_dict(json.loads(row[0])) if row else None
 
     async def list(self, limit: int = 50, after: str | None = None) -> Page[Incident]:
-        if limit <= 0:
-            return Page([])
-        sql = "SELECT id, body FROM incidents"
-        args: tuple[Any, ...] = (limit + 1,)
-        if after is not None:
-            sql += " WHERE id < ?"
-            args = (after, limit + 1)
-        sql += " ORDER BY id DESC LIMIT ?"
-        rows: list[Any] = await self._run(lambda db: db.execute(sql, args).fetchall())
-        rows, cursor = page_rows(rows, limit, lambda r: r[0])
-        return Page([Incident.from_dict(json.loads(r[1])) for r in rows], cursor)
+        bodies, cursor = await select_page(self._run, "incidents", limit, after)
+        return Page([Incident.from_dict(b) for b in bodies], cursor)
 
     async def purge(self, before: float) -> int:
         cursor = await self._run(
@@ -115,7 +123,7 @@ class SQLiteIncidents:
 
 class SQLiteStore:
     def __init__(self, url: str, reports: ReportSettings | None = None) -> None:
-        # Imported here: the record stores import Runner and page_rows from this module.
+        # Imported here: the record stores import Runner and select_page from this module.
         from gateway.store.sqlite_complaints import COMPLAINTS_SCHEMA, SQLiteComplaints
         from gateway.store.sqlite_reports import REPORTS_SCHEMA, SQLiteReports
         from gateway.store.sqlite_users import USERS_SCHEMA, SQLiteUsers

@@ -6,10 +6,9 @@ import json
 import sqlite3
 import time
 from dataclasses import replace
-from typing import Any
 
 from gateway.records import Complaint, ComplaintStatus, Page
-from gateway.store.sqlite import Runner, page_rows
+from gateway.store.sqlite import Runner, select_page
 
 __all__ = ["COMPLAINTS_SCHEMA", "SQLiteComplaints"]
 
@@ -46,24 +45,8 @@ class SQLiteComplaints:
     async def list(
         self, status: ComplaintStatus | None = None, limit: int = 50, after: str | None = None
     ) -> Page[Complaint]:
-        if limit <= 0:
-            return Page([])
-        where: list[str] = []
-        args: list[str] = []
-        if status is not None:
-            where.append("status = ?")
-            args.append(status)
-        if after is not None:
-            where.append("id < ?")
-            args.append(after)
-        sql = "SELECT id, body FROM complaints"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
-        params = (*args, limit + 1)
-        rows: list[Any] = await self._run(lambda db: db.execute(sql, params).fetchall())
-        rows, cursor = page_rows(rows, limit, lambda r: r[0])
-        return Page([Complaint.from_dict(json.loads(r[1])) for r in rows], cursor)
+        bodies, cursor = await select_page(self._run, "complaints", limit, after, status=status)
+        return Page([Complaint.from_dict(b) for b in bodies], cursor)
 
     async def resolve(
         self, complaint_id: str, actor: str, resolution: str, at: float | None = None

@@ -20,7 +20,7 @@ from typing import Any
 from gateway.config import ReportSettings
 from gateway.records import REPORT_STATES, Delivery, Page, Report, ReportState
 from gateway.store.outbox import delivery, new_event, retry_delay
-from gateway.store.sqlite import Runner, page_rows
+from gateway.store.sqlite import Runner, select_page
 
 __all__ = ["REPORTS_SCHEMA", "SQLiteReports"]
 
@@ -94,24 +94,8 @@ class SQLiteReports:
     async def list(
         self, state: ReportState | None = None, limit: int = 50, after: str | None = None
     ) -> Page[Report]:
-        if limit <= 0:
-            return Page([])
-        where: builtins.list[str] = []
-        args: builtins.list[str] = []
-        if state is not None:
-            where.append("state = ?")
-            args.append(state)
-        if after is not None:
-            where.append("id < ?")
-            args.append(after)
-        sql = "SELECT id, body FROM reports"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
-        params = (*args, limit + 1)
-        rows: builtins.list[Any] = await self._run(lambda db: db.execute(sql, params).fetchall())
-        rows, cursor = page_rows(rows, limit, lambda r: r[0])
-        return Page([Report.from_dict(json.loads(r[1])) for r in rows], cursor)
+        bodies, cursor = await select_page(self._run, "reports", limit, after, state=state)
+        return Page([Report.from_dict(b) for b in bodies], cursor)
 
     async def transition(
         self, report_id: str, to_state: ReportState, actor: str, note: str = "", at: float | None = None
