@@ -36,11 +36,19 @@ CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 
 class Runner:
-    """Runs a function with the connection on the store's one thread."""
+    """Runs functions with the connection on the store's one thread.
+
+    Writes go through :meth:`transaction`, which commits by groups: transactions that arrive
+    while a commit is under way share the next one, each in a savepoint of its own, so one
+    fsync (``synchronous=FULL``) serves them all and a burst of incidents does not queue up
+    behind one fsync each.
+    """
 
     def __init__(self) -> None:
         self.db: sqlite3.Connection | None = None
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modgate-sqlite")
+        self._batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def __call__(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def run() -> T:
@@ -51,19 +59,53 @@ class Runner:
         return await asyncio.get_running_loop().run_in_executor(self.pool, run)
 
     async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """``fn`` inside BEGIN IMMEDIATE … COMMIT (rolled back when it raises)."""
+        """``fn`` atomically: its changes commit together, or not at all when it raises."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+        self._batch.append((fn, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush(), name="modgate-sqlite-commit")
+        return await done
 
-        def run(db: sqlite3.Connection) -> T:
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._batch:
+            batch, self._batch = self._batch, []
+            outcomes = await loop.run_in_executor(self.pool, self._commit, [fn for fn, _ in batch])
+            for (_, done), (ok, value) in zip(batch, outcomes, strict=True):
+                if done.done():  # its caller was cancelled; the write stands all the same
+                    continue
+                if ok:
+                    done.set_result(value)
+                else:
+                    done.set_exception(value)
+
+    def _commit(self, fns: list[Callable[[sqlite3.Connection], Any]]) -> list[tuple[bool, Any]]:
+        db = self.db
+        if db is None:
+            return [(False, RuntimeError("store is not open"))] * len(fns)
+        outcomes: list[tuple[bool, Any]] = []
+        try:
             db.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(db)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            for fn in fns:
+                db.execute("SAVEPOINT one")
+                try:
+                    outcomes.append((True, fn(db)))
+                except Exception as exc:  # this one is undone; the others stand
+                    db.execute("ROLLBACK TO one")
+                    outcomes.append((False, exc))
+                db.execute("RELEASE one")
             db.execute("COMMIT")
-            return result
+        except Exception as exc:  # BEGIN or COMMIT failed (busy, disk full): nothing was written
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            return [(False, exc)] * len(fns)
+        return outcomes
 
-        return await self(run)
+    async def drain(self) -> None:
+        """Wait for the commit under way (before closing the connection)."""
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
 
 
 async def select_page(
@@ -97,7 +139,7 @@ class SQLiteIncidents:
 
     async def record(self, incident: Incident) -> None:
         body = json.dumps(incident.to_dict(), ensure_ascii=False)
-        await self._run(
+        await self._run.transaction(
             lambda db: db.execute(
                 "INSERT INTO incidents (id, created_at, body) VALUES (?, ?, ?)",
                 (incident.id, incident.created_at, body),
@@ -153,6 +195,7 @@ class SQLiteStore:
         self._run.db = await asyncio.get_running_loop().run_in_executor(self._run.pool, connect)
 
     async def close(self) -> None:
+        await self._run.drain()
         if self._run.db is not None:
             db, self._run.db = self._run.db, None
             await asyncio.get_running_loop().run_in_executor(self._run.pool, db.close)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -334,4 +336,32 @@ async def test_redis_keys_live_under_the_prefix() -> None:
             await other.close()
     finally:
         await delete_prefix(prefix)
+        await store.close()
+
+
+async def test_sqlite_group_commit_undoes_only_the_transaction_that_failed(tmp_path: Path) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path}/g.db")
+    await store.open()
+    try:
+        run = store._run
+
+        def insert(name: str, fail: bool = False) -> Callable[[sqlite3.Connection], str]:
+            def write(db: sqlite3.Connection) -> str:
+                db.execute("INSERT INTO secrets (name, value) VALUES (?, 'v')", (name,))
+                if fail:
+                    raise ValueError(name)
+                return name
+
+            return write
+
+        # Arrive together: they share commits, each in its own savepoint.
+        results = await asyncio.gather(
+            *(run.transaction(insert(f"n{i}", fail=i % 3 == 1)) for i in range(9)), return_exceptions=True
+        )
+        assert [isinstance(r, ValueError) for r in results] == [i % 3 == 1 for i in range(9)]
+        rows = await run(lambda db: [r[0] for r in db.execute("SELECT name FROM secrets ORDER BY name")])
+        assert rows == sorted(f"n{i}" for i in range(9) if i % 3 != 1)
+        duplicate = await asyncio.gather(run.transaction(insert("n0")), return_exceptions=True)
+        assert isinstance(duplicate[0], sqlite3.IntegrityError)
+    finally:
         await store.close()
