@@ -30,7 +30,7 @@ from gateway.metrics import Metrics
 from gateway.middleware import EdgeMiddleware, HotPathMiddleware
 from gateway.policy import Policy
 from gateway.policy_loader import load_policy
-from gateway.privacy import Pseudonymizer
+from gateway.privacy import Pseudonymizer, pseudonym_key
 from gateway.recorder import Recorder
 from gateway.report_worker import ReportWorker
 from gateway.responses import error_response, internal_error_response, json_response
@@ -86,9 +86,8 @@ class AppState:
         return self.pseudonymizer(user) if self.pseudonymizer is not None else None
 
     async def load_pseudonymizer(self) -> None:
-        secret = self.config.pseudonym_secret
         try:
-            key = secret.get_secret_value() if secret is not None else await self.store.secret("pseudonym")
+            key = await pseudonym_key(self.config, self.store)
         except Exception:
             # A fresh random key would give other pseudonyms than the other replicas and the
             # stored record: without the kept one, users go unidentified (and unenforced).

@@ -14,7 +14,7 @@ from typing import Annotated, Any, cast
 import typer
 from pydantic import ValidationError
 
-from gateway.cli_records import incidents_app
+from gateway.cli_records import complaints_app, incidents_app, users_app
 from gateway.cli_reports import reports_app
 from gateway.config import ConfigError
 from gateway.evaluate import DEFAULT_NEGATIVE, DEFAULT_POSITIVE
@@ -28,6 +28,8 @@ policy_app = typer.Typer(no_args_is_help=True, help="Work with policy files.")
 app.add_typer(policy_app, name="policy")
 app.add_typer(incidents_app, name="incidents")
 app.add_typer(reports_app, name="reports")
+app.add_typer(users_app, name="users")
+app.add_typer(complaints_app, name="complaints")
 
 log = logging.getLogger("modgate")
 

@@ -1,4 +1,5 @@
-"""``modgate reports …``: the delivery worker on its own, and the export of reports.
+"""``modgate reports …``: review (list, show, confirm, dismiss, file), the delivery worker on
+its own, and the export of reports.
 
 Settings come from the flags and ``MODGATE_*`` as for ``modgate serve``: ``--store`` (or
 ``MODGATE_STORE``) names the store, ``--config`` (or ``MODGATE_CONFIG``) the gateway config
@@ -18,8 +19,9 @@ from typing import Annotated, Any, NoReturn, TextIO
 import typer
 from pydantic import ValidationError
 
+from gateway.cli_records import ActorOption, NoteOption, actor_name, emit, fail, text_value, with_store
 from gateway.config import ConfigError, GatewayConfig, load_config
-from gateway.records import REPORT_STATES
+from gateway.records import REPORT_STATES, InvalidTransition, ReportState
 from gateway.report_worker import ReportWorker, running
 from gateway.settings import Settings
 from gateway.sinks import Sink, sinks_from
@@ -30,7 +32,8 @@ __all__ = ["reports_app", "run_worker"]
 log = logging.getLogger("modgate.reports")
 
 reports_app = typer.Typer(
-    no_args_is_help=True, help="The report queue (Art. 14): run the delivery worker, export reports."
+    no_args_is_help=True,
+    help="The report queue (Art. 14): review reports, run the delivery worker, export reports.",
 )
 
 StoreOption = Annotated[
@@ -40,8 +43,7 @@ ConfigOption = Annotated[Path | None, typer.Option(help="Gateway config YAML [MO
 
 
 def _fail(message: str) -> NoReturn:
-    typer.echo(f"modgate: {message}", err=True)
-    raise typer.Exit(2)
+    fail(message, 2)
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -57,6 +59,73 @@ def _config(settings: Settings) -> GatewayConfig:
         return load_config(settings.config) if settings.config else GatewayConfig()
     except ConfigError as exc:
         _fail(str(exc))
+
+
+# --- review ------------------------------------------------------------------------------------
+
+
+@reports_app.command("list")
+def list_(
+    state: Annotated[str | None, typer.Option(help="Only reports in this state (default: all)")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
+    after: Annotated[str | None, typer.Option(help="Cursor: the last id of the previous page")] = None,
+    store: StoreOption = None,
+) -> None:
+    """Newest reports first, as JSON."""
+    if state is not None and state not in REPORT_STATES:
+        _fail(f"--state must be one of {', '.join(REPORT_STATES)}")
+
+    async def work(s: Store) -> Any:
+        page = await s.reports.list(state, limit, after)
+        return {"data": [r.to_dict() for r in page.data], "next": page.next}
+
+    emit(with_store(store, work))
+
+
+@reports_app.command("show")
+def show(report_id: str, store: StoreOption = None) -> None:
+    """One report with its evidence and history, as JSON."""
+    found = with_store(store, lambda s: s.reports.get(report_id))
+    if found is None:
+        fail(f"no report {report_id}")
+    emit(found.to_dict())
+
+
+def _move(report_id: str, to_state: ReportState, note: str, actor: str | None, store: str | None) -> None:
+    """One lifecycle step, recorded with who and why, and queued for the sinks."""
+    text, who = text_value("--note", note), actor_name(actor)
+    try:
+        moved = with_store(store, lambda s: s.reports.transition(report_id, to_state, who, text))
+    except KeyError:
+        fail(f"no report {report_id}")
+    except InvalidTransition as exc:
+        fail(str(exc))
+    emit(moved.to_dict())
+
+
+@reports_app.command("confirm")
+def confirm(
+    report_id: str, note: NoteOption = "", actor: ActorOption = None, store: StoreOption = None
+) -> None:
+    """queued → confirmed: the report is to be filed with the authority."""
+    _move(report_id, "confirmed", note, actor, store)
+
+
+@reports_app.command("dismiss")
+def dismiss(
+    report_id: str, note: NoteOption = "", actor: ActorOption = None, store: StoreOption = None
+) -> None:
+    """queued → dismissed: nothing to report (final)."""
+    _move(report_id, "dismissed", note, actor, store)
+
+
+@reports_app.command("file")
+def file(report_id: str, note: NoteOption = "", actor: ActorOption = None, store: StoreOption = None) -> None:
+    """confirmed → filed: the report went to the authority (final)."""
+    _move(report_id, "filed", note, actor, store)
+
+
+# --- delivery and export ---------------------------------------------------------------------
 
 
 async def run_worker(store: Store, sinks: Sequence[Sink], consumer: str | None = None) -> None:

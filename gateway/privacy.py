@@ -12,8 +12,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from typing import TYPE_CHECKING
 
-__all__ = ["Pseudonymizer", "mask_pii"]
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+    from gateway.store.base import Store
+
+__all__ = ["Pseudonymizer", "mask_pii", "pseudonym_key"]
 
 
 class Pseudonymizer:
@@ -25,6 +30,15 @@ class Pseudonymizer:
     def __call__(self, user: str) -> str:
         digest = hmac.new(self._key, user.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
         return "u_" + digest[:32]
+
+
+async def pseudonym_key(config: GatewayConfig, store: Store) -> str:
+    """The key of user pseudonyms: the config's ``pseudonym_secret``, else the secret kept in the
+    store (made there on first use). Everything that names users (each replica, the CLI) keys
+    its Pseudonymizer with this, or one user would have two pseudonyms. Raises what the store
+    raises when it is down."""
+    secret = config.pseudonym_secret
+    return secret.get_secret_value() if secret is not None else await store.secret("pseudonym")
 
 
 _EMAIL = re.compile(r"(?<![\w.+-])([\w.+-])[\w.+-]*@([\w-]+(?:\.[\w-]+)+)", re.ASCII)
