@@ -22,7 +22,7 @@ import typer
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.duties import MIN_RETENTION_S, parse_duration
 from gateway.privacy import Pseudonymizer, pseudonym_key
-from gateway.records import ComplaintStatus, UserRecord
+from gateway.records import Complaint, ComplaintStatus, UserRecord
 from gateway.settings import DEFAULT_STORE
 from gateway.store.base import Store, open_store
 
@@ -222,6 +222,11 @@ def users_reinstate(
 COMPLAINT_STATUSES: tuple[ComplaintStatus, ...] = ("open", "resolved")
 
 
+def _complaint_body(complaint: Complaint) -> dict[str, Any]:
+    """As the admin API shows it: with ``overdue`` when still open past its deadline."""
+    return {**complaint.to_dict(), "overdue": complaint.overdue(time.time())}
+
+
 @complaints_app.command("list")
 def complaints_list(
     status: Annotated[str | None, typer.Option(help="open or resolved (default: both)")] = None,
@@ -235,7 +240,7 @@ def complaints_list(
 
     async def work(s: Store) -> Any:
         page = await s.complaints.list(status, limit, after)
-        return {"data": [c.to_dict() for c in page.data], "next": page.next}
+        return {"data": [_complaint_body(c) for c in page.data], "next": page.next}
 
     emit(with_store(store, work))
 
@@ -246,7 +251,7 @@ def complaints_show(complaint_id: str, store: StoreOption = None) -> None:
     found = with_store(store, lambda s: s.complaints.get(complaint_id))
     if found is None:
         fail(f"no complaint {complaint_id}")
-    emit(found.to_dict())
+    emit(_complaint_body(found))
 
 
 @complaints_app.command("resolve")
@@ -265,4 +270,4 @@ def complaints_resolve(
         fail(f"no complaint {complaint_id}")
     except ValueError as exc:  # already resolved
         fail(str(exc))
-    emit(done.to_dict())
+    emit(_complaint_body(done))

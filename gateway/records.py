@@ -161,3 +161,7 @@ class Complaint:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Complaint:
         return cls(**data)
+
+    def overdue(self, now: float) -> bool:
+        """Still open past its response deadline."""
+        return self.status == "open" and self.due_at < now

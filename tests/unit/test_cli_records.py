@@ -233,7 +233,12 @@ def test_complaints_list_and_show(store_url: str) -> None:
     assert [c["id"] for c in rest["data"]] == ["cmp_0000"] and rest["next"] is None
     assert out(cli("complaints", "list", "--status", "resolved", "--store", store_url))["data"] == []
     refused(cli("complaints", "list", "--status", "closed", "--store", store_url), 2, "--status")
-    assert out(cli("complaints", "show", "cmp_0001", "--store", store_url)) == made[1].to_dict()
+    # Due in 2023 and still open: overdue.
+    assert out(cli("complaints", "show", "cmp_0001", "--store", store_url)) == {
+        **made[1].to_dict(),
+        "overdue": True,
+    }
+    assert [c["overdue"] for c in first["data"]] == [True, True]
     refused(cli("complaints", "show", "cmp_nope", "--store", store_url), 1, "modgate: no complaint cmp_nope")
 
 
@@ -247,7 +252,7 @@ def test_complaints_resolve(store_url: str) -> None:
         "cli:kim",
         "content removed",
     )
-    assert done["resolved_at"] is not None
+    assert done["resolved_at"] is not None and done["overdue"] is False
     resolved = out(cli("complaints", "list", "--status", "resolved", "--store", store_url))
     assert [c["id"] for c in resolved["data"]] == ["cmp_0000"]
     still_open = out(cli("complaints", "list", "--status", "open", "--store", store_url))
