@@ -96,23 +96,21 @@ class Recorder:
         return build_report(incident, policy, _context(segments))
 
     async def _keep(self, incident: Incident, report: Report | None) -> None:
-        """Incident, then its report, into the store; what the store did not take, to the spool."""
-        pending = [("incident", incident.to_dict())]
-        if report is not None:
-            pending.append(("report", report.to_dict()))
+        """Incident and report into the store in one atomic write; to the spool when it fails."""
         try:
-            await self.store.incidents.record(incident)
-            pending.pop(0)
-            if report is not None:
-                await self.store.reports.enqueue(report)
-                pending.pop(0)
+            if report is None:
+                await self.store.incidents.record(incident)
+            else:
+                await self.store.reports.enqueue(report, incident)
             return
         except Exception:
             log.exception("store failed; spooled incident=%s report=%s", incident.id, report and report.id)
             self.metrics.store_errors.labels("record_incident").inc()
+        records = [("incident", incident.to_dict())]
+        if report is not None:
+            records.append(("report", report.to_dict()))
         try:
-            for kind, record in pending:
-                await self.spool.append(kind, record)
+            await self.spool.append(*records)
         except OSError:  # neither store nor disk: the decision still stands, the record is lost
             log.exception("incident NOT recorded id=%s", incident.id)
             self.metrics.store_errors.labels("spool").inc()

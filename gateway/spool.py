@@ -40,9 +40,13 @@ class Spool:
             finally:
                 os.close(fd)
 
-    async def append(self, kind: str, record: dict[str, Any]) -> None:
-        line = json.dumps({"kind": kind, "record": record}, ensure_ascii=False) + "\n"
-        await asyncio.to_thread(self._append, line.encode())
+    async def append(self, *records: tuple[str, dict[str, Any]]) -> None:
+        """Append ``(kind, record)`` pairs in one write, so that they are kept together."""
+        lines = "".join(
+            json.dumps({"kind": kind, "record": record}, ensure_ascii=False) + "\n"
+            for kind, record in records
+        )
+        await asyncio.to_thread(self._append, lines.encode())
 
     def pending(self) -> int:
         """Records waiting for the store (lines in the spool and in an interrupted replay)."""

@@ -46,9 +46,10 @@ class ReportStore(Protocol):
     """Reports and their outbox: every new report and every state change is one event that a
     worker delivers to the sinks at least once (claim → ack, or fail → retry → dead letter)."""
 
-    async def enqueue(self, report: Report) -> None:
-        """Store a new ``queued`` report and its ``report.queued`` event, atomically.
-        ValueError when the report is not queued or its id exists already."""
+    async def enqueue(self, report: Report, incident: Incident | None = None) -> None:
+        """Store a new ``queued`` report and its ``report.queued`` event, atomically; with its
+        ``incident`` in the same write when given, so that no crash keeps one without the
+        other. ValueError when the report is not queued or its id exists already."""
         ...
 
     async def get(self, report_id: str) -> Report | None: ...

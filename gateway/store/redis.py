@@ -12,6 +12,7 @@ import json
 import secrets
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from gateway.config import ReportSettings
@@ -51,12 +52,16 @@ class RedisIncidents:
         self._c = conn
 
     async def record(self, incident: Incident) -> None:
-        body = json.dumps(incident.to_dict(), ensure_ascii=False)
         async with self._c.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._c.key("incident", incident.id), body)
-            pipe.zadd(self._c.key("incidents"), {incident.id: 0})
-            pipe.zadd(self._c.key("incidents", "by-time"), {incident.id: incident.created_at})
+            self.add_writes(pipe, incident)
             await pipe.execute()
+
+    def add_writes(self, pipe: Pipeline, incident: Incident) -> None:
+        """Queue the incident's writes on ``pipe`` (so a report can share its MULTI)."""
+        body = json.dumps(incident.to_dict(), ensure_ascii=False)
+        pipe.set(self._c.key("incident", incident.id), body)
+        pipe.zadd(self._c.key("incidents"), {incident.id: 0})
+        pipe.zadd(self._c.key("incidents", "by-time"), {incident.id: incident.created_at})
 
     async def get(self, incident_id: str) -> Incident | None:
         body = await self._c.redis.get(self._c.key("incident", incident_id))

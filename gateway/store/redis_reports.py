@@ -27,9 +27,10 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError, WatchError
 
 from gateway.config import ReportSettings
+from gateway.incidents import Incident
 from gateway.records import REPORT_STATES, Delivery, Page, Report, ReportState
 from gateway.store.outbox import delivery, new_event
-from gateway.store.redis import RedisConn, lex_page
+from gateway.store.redis import RedisConn, RedisIncidents, lex_page
 
 __all__ = ["GROUP", "RedisReports"]
 
@@ -78,6 +79,7 @@ return 0
 class RedisReports:
     def __init__(self, conn: RedisConn, settings: ReportSettings) -> None:
         self._c = conn
+        self._incidents = RedisIncidents(conn)
         self.settings = settings
         self._stream = conn.key("reports", "outbox")
         self._retry = conn.key("reports", "retry")
@@ -94,7 +96,7 @@ class RedisReports:
         _, payload = new_event(kind, report)
         pipe.xadd(self._stream, {"event": payload, "attempts": 0})
 
-    async def enqueue(self, report: Report) -> None:
+    async def enqueue(self, report: Report, incident: Incident | None = None) -> None:
         if report.state != "queued":
             raise ValueError(f"report {report.id} is {report.state}; only queued reports are enqueued")
         key = self._body(report.id)
@@ -109,6 +111,8 @@ class RedisReports:
                     pipe.zadd(self._index(None), {report.id: 0})
                     pipe.zadd(self._index("queued"), {report.id: 0})
                     self._queue(pipe, "report.queued", report)
+                    if incident is not None:
+                        self._incidents.add_writes(pipe, incident)
                     await pipe.execute()
                     return
                 except WatchError:

@@ -20,7 +20,7 @@ from gateway.config import ReportSettings
 from gateway.incidents import Incident
 from gateway.records import Page
 
-__all__ = ["Runner", "SQLiteIncidents", "SQLiteStore", "select_page"]
+__all__ = ["Runner", "SQLiteIncidents", "SQLiteStore", "insert_incident", "select_page"]
 
 T = TypeVar("T")
 
@@ -133,18 +133,20 @@ async def select_page(
     return [json.loads(r[1]) for r in rows], cursor
 
 
+def insert_incident(db: sqlite3.Connection, incident: Incident) -> None:
+    body = json.dumps(incident.to_dict(), ensure_ascii=False)
+    db.execute(
+        "INSERT INTO incidents (id, created_at, body) VALUES (?, ?, ?)",
+        (incident.id, incident.created_at, body),
+    )
+
+
 class SQLiteIncidents:
     def __init__(self, run: Runner) -> None:
         self._run = run
 
     async def record(self, incident: Incident) -> None:
-        body = json.dumps(incident.to_dict(), ensure_ascii=False)
-        await self._run.transaction(
-            lambda db: db.execute(
-                "INSERT INTO incidents (id, created_at, body) VALUES (?, ?, ?)",
-                (incident.id, incident.created_at, body),
-            )
-        )
+        await self._run.transaction(lambda db: insert_incident(db, incident))
 
     async def get(self, incident_id: str) -> Incident | None:
         row = await self._run(

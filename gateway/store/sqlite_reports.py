@@ -18,9 +18,10 @@ import time
 from typing import Any
 
 from gateway.config import ReportSettings
+from gateway.incidents import Incident
 from gateway.records import REPORT_STATES, Delivery, Page, Report, ReportState
 from gateway.store.outbox import delivery, new_event, retry_delay
-from gateway.store.sqlite import Runner, select_page
+from gateway.store.sqlite import Runner, insert_incident, select_page
 
 __all__ = ["REPORTS_SCHEMA", "SQLiteReports"]
 
@@ -69,7 +70,7 @@ class SQLiteReports:
         self._run = run
         self.settings = settings
 
-    async def enqueue(self, report: Report) -> None:
+    async def enqueue(self, report: Report, incident: Incident | None = None) -> None:
         if report.state != "queued":
             raise ValueError(f"report {report.id} is {report.state}; only queued reports are enqueued")
         body = json.dumps(report.to_dict(), ensure_ascii=False)
@@ -82,6 +83,8 @@ class SQLiteReports:
             except sqlite3.IntegrityError:
                 raise ValueError(f"report {report.id} exists already") from None
             _queue(db, "report.queued", report, time.time())
+            if incident is not None:
+                insert_incident(db, incident)
 
         await self._run.transaction(write)
 

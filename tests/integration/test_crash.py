@@ -160,8 +160,9 @@ def test_kill_9_loses_no_report(store_url: str, sink: str, upstream: Upstream, t
     by_incident = {r.incident_id: r for r in reports}
     assert set(clients.seen) <= {i.id for i in incidents}
     assert set(clients.seen) <= set(by_incident), "a report the client was told about is missing"
-    # Not asserted: an incident whose response the kill cut off may be stored without its
-    # report, as the recorder writes the one and then the other (a gap of its own, not this test's).
+    # Every blocking rule of this policy reports: incident and report are one atomic write, so
+    # not even a response the kill cut off leaves an incident without its report.
+    assert {i.id for i in incidents} == set(by_incident), "an incident was stored without its report"
     assert outbox["dead"] == 0 and outbox["pending"] >= len(reports)
 
     working = WebhookReceiver()

@@ -27,7 +27,7 @@ async def test_append_then_replay_empties_the_spool(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "s")
     assert spool.pending() == 0
     for n in range(3):
-        await spool.append("incident", {"id": f"inc_{n}", "excerpt": "炸药配方"})
+        await spool.append(("incident", {"id": f"inc_{n}", "excerpt": "炸药配方"}))
     assert spool.pending() == 3
     sink = Sink()
     assert await spool.replay(sink) == 3
@@ -40,10 +40,10 @@ async def test_append_then_replay_empties_the_spool(tmp_path: Path) -> None:
 async def test_a_failed_replay_keeps_the_rest_in_order(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     for n in range(4):
-        await spool.append("incident", {"id": f"inc_{n}"})
+        await spool.append(("incident", {"id": f"inc_{n}"}))
     assert await spool.replay(Sink(fail_at=3)) == 2
     assert spool.pending() == 2
-    await spool.append("incident", {"id": "inc_4"})  # arrives while the store is still down
+    await spool.append(("incident", {"id": "inc_4"}))  # arrives while the store is still down
     assert spool.pending() == 3
     sink = Sink()
     assert await spool.replay(sink) == 3
@@ -53,9 +53,9 @@ async def test_a_failed_replay_keeps_the_rest_in_order(tmp_path: Path) -> None:
 
 async def test_a_replay_cut_short_by_a_crash_is_taken_up_again(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
-    await spool.append("incident", {"id": "inc_0"})
+    await spool.append(("incident", {"id": "inc_0"}))
     spool._take()  # the process died right after moving the spool aside
-    await spool.append("incident", {"id": "inc_1"})
+    await spool.append(("incident", {"id": "inc_1"}))
     sink = Sink()
     assert await Spool(tmp_path).replay(sink) == 2
     assert [r["id"] for _, r in sink.got] == ["inc_0", "inc_1"]
@@ -63,9 +63,18 @@ async def test_a_replay_cut_short_by_a_crash_is_taken_up_again(tmp_path: Path) -
 
 async def test_a_torn_last_line_is_skipped_not_fatal(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
-    await spool.append("incident", {"id": "inc_0"})
+    await spool.append(("incident", {"id": "inc_0"}))
     with spool.path.open("ab") as f:
         f.write(b'{"kind": "incident", "rec')  # power cut mid-append
     sink = Sink()
     assert await spool.replay(sink) == 1
     assert sink.got == [("incident", {"id": "inc_0"})]
+
+
+async def test_records_appended_together_replay_in_order(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    await spool.append(("incident", {"id": "inc_0"}), ("report", {"id": "rpt_0", "incident_id": "inc_0"}))
+    assert spool.pending() == 2
+    sink = Sink()
+    assert await spool.replay(sink) == 2
+    assert [kind for kind, _ in sink.got] == ["incident", "report"]

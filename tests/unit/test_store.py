@@ -365,3 +365,20 @@ async def test_sqlite_group_commit_undoes_only_the_transaction_that_failed(tmp_p
         assert isinstance(duplicate[0], sqlite3.IntegrityError)
     finally:
         await store.close()
+
+
+async def test_a_report_and_its_incident_are_written_together(store: Store) -> None:
+    from tests.support.report_stores import report
+
+    first = incident(1)
+    queued = report(1, incident_id=first.id)
+    await store.reports.enqueue(queued, first)
+    assert await store.incidents.get(first.id) == first
+    assert await store.reports.get(queued.id) == queued
+    assert (await store.reports.outbox())["pending"] == 1
+
+    second = incident(2)
+    with pytest.raises(ValueError, match="exists already"):
+        await store.reports.enqueue(queued, second)  # the report id is taken: nothing is written
+    assert await store.incidents.get(second.id) is None
+    assert (await store.reports.outbox())["pending"] == 1
