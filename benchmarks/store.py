@@ -1,7 +1,8 @@
 """Incidents per second each store backend sustains: ``python -m benchmarks.store``.
 
 ``--writers`` concurrent coroutines (requests being answered at once) each record incidents
-as the gateway does (one awaited write per decision, durable before the response), for
+as the gateway does (one awaited write per decision, durable before the response; ``+report``:
+an incident with its report and outbox event in one atomic write), for
 ``--seconds`` per round; medians over ``--rounds``. SQLite runs on a file in a temporary
 folder on this machine's disk (WAL, synchronous=FULL); Redis on 127.0.0.1:6379, database 14,
 under a key prefix deleted afterwards.
@@ -23,6 +24,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from gateway.incidents import Incident, new_id
+from gateway.records import Report
 from gateway.store.base import Store
 from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SQLiteStore
@@ -50,7 +52,18 @@ def sample() -> Incident:
     )
 
 
-async def sustain(store: Store, writers: int, seconds: float) -> dict[str, float]:
+async def write_one(store: Store, with_report: bool) -> None:
+    incident = sample()
+    if not with_report:
+        await store.incidents.record(incident)
+        return
+    report = Report(
+        new_id("rpt"), incident.id, "queued", time.time(), time.time(), {"excerpt": incident.excerpt}
+    )
+    await store.reports.enqueue(report, incident)
+
+
+async def sustain(store: Store, writers: int, seconds: float, with_report: bool) -> dict[str, float]:
     done = 0
     latencies: list[float] = []
     stop = time.perf_counter() + seconds
@@ -59,7 +72,7 @@ async def sustain(store: Store, writers: int, seconds: float) -> dict[str, float
         nonlocal done
         while time.perf_counter() < stop:
             t0 = time.perf_counter()
-            await store.incidents.record(sample())
+            await write_one(store, with_report)
             latencies.append(time.perf_counter() - t0)
             done += 1
 
@@ -74,7 +87,9 @@ async def sustain(store: Store, writers: int, seconds: float) -> dict[str, float
     }
 
 
-async def run_backend(name: str, writers: int, seconds: float, rounds: int) -> dict[str, Any]:
+async def run_backend(
+    name: str, writers: int, seconds: float, rounds: int, with_report: bool
+) -> dict[str, Any]:
     results = []
     for _ in range(rounds):
         if name == "sqlite":
@@ -86,7 +101,7 @@ async def run_backend(name: str, writers: int, seconds: float, rounds: int) -> d
             store = RedisStore(REDIS_URL, prefix=prefix)
         await store.open()
         try:
-            results.append(await sustain(store, writers, seconds))
+            results.append(await sustain(store, writers, seconds, with_report))
         finally:
             await store.close()
             if prefix:
@@ -107,9 +122,11 @@ def main() -> None:
     args = parser.parse_args()
     report: dict[str, Any] = {"benchmark": "store", "writers": args.writers, "seconds": args.seconds}
     for name in args.backends.split(","):
-        report[name] = asyncio.run(run_backend(name, args.writers, args.seconds, args.rounds))
-        summary = {k: v for k, v in report[name].items() if k != "rounds"}
-        print(name, json.dumps(summary))
+        for with_report in (False, True):
+            key = f"{name}+report" if with_report else name
+            report[key] = asyncio.run(run_backend(name, args.writers, args.seconds, args.rounds, with_report))
+            summary = {k: v for k, v in report[key].items() if k != "rounds"}
+            print(key, json.dumps(summary))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"store-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
