@@ -1,9 +1,10 @@
 """Latency and throughput of the model classifier on this CPU: ``python -m benchmarks.classifier``.
 
-Measures, in one run, over ``--rounds`` rounds (medians reported):
+Measures, in one run, for each of ``--runtimes`` (torch, onnx: the encoder in ONNX Runtime)
+over ``--rounds`` rounds that alternate between the runtimes (medians reported):
 
-* ``bare_int8_encoder``: the int8 encoder's forward pass alone on batches of 32 texts of
-  exactly 64 tokens (no tokenising, no head): the reference the issue quotes (~190/s).
+* ``bare_int8_encoder``: the int8 encoder's forward pass and pooling alone on batches of 32
+  texts of exactly 64 tokens (no tokenising, no head): the reference the issue quotes (~190/s).
 * ``predict_64``: modgate-guard's ``predict`` (tokenise, sort by length, encoder, head) on
   batches of 32 texts of 64 tokens.
 * ``predict_mixed``: the same on texts of 8-64 tokens (what length sorting and trimmed
@@ -97,7 +98,7 @@ def run_round(clf: TransformerClassifier, model: Any, seconds: float, seed: int)
 
     def bare() -> None:
         with torch.inference_mode():
-            model.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+            model._features(enc["input_ids"], enc["attention_mask"])
 
     out = {
         "bare_int8_encoder": _rate(bare, 32, seconds),
@@ -116,25 +117,37 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default="modgate-guard", help="built-in name or model directory")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--runtimes", default="torch,onnx", help="runtimes to compare, in one run")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     registry = builtin_registry()
-    params = registry.validate(
-        "transformer", {"model": args.model, "quantize": "int8", "cache_size": 0}, Path.cwd()
-    )
-    clf = registry.build("guard", "transformer", params)
-    assert isinstance(clf, TransformerClassifier)
-    model = clf.model
-    rounds = [run_round(clf, model, args.seconds, seed) for seed in range(args.rounds)]
-    medians = {k: round(statistics.median(r[k] for r in rounds), 2) for k in rounds[0]}
+    clfs = {}
+    for runtime in args.runtimes.split(","):
+        spec = {"model": args.model, "quantize": "int8", "cache_size": 0, "runtime": runtime}
+        clf = registry.build(
+            f"guard-{runtime}", "transformer", registry.validate("transformer", spec, Path.cwd())
+        )
+        assert isinstance(clf, TransformerClassifier)
+        clfs[runtime] = clf
+    # Rounds alternate between runtimes, so that both see the same machine load.
+    rounds: dict[str, list[dict[str, float]]] = {r: [] for r in clfs}
+    for seed in range(args.rounds):
+        for runtime, clf in clfs.items():
+            rounds[runtime].append(run_round(clf, clf.model, args.seconds, seed))
+    medians = {
+        runtime: {k: round(statistics.median(r[k] for r in runs), 2) for k in runs[0]}
+        for runtime, runs in rounds.items()
+    }
     result = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "model": args.model,
               "torch_threads": torch.get_num_threads(), "rounds": rounds, "median": medians}  # fmt: skip
     out = args.out or RESULTS / f"classifier-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    for key, value in medians.items():
-        unit = "" if key.endswith("_ms") else " texts/s"
-        print(f"{key:22} {value:10.2f}{unit}")
+    names = list(medians)
+    print(f"{'median of ' + str(args.rounds) + ' rounds':22} " + " ".join(f"{n:>12}" for n in names))
+    for key in medians[names[0]]:
+        unit = "ms" if key.endswith("_ms") else "texts/s"
+        print(f"{key:22} " + " ".join(f"{medians[n][key]:12.2f}" for n in names) + f"  {unit}")
     print(f"wrote {out}")
 
 

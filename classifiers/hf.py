@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +33,7 @@ __all__ = [
     "HEAD_WEIGHTS",
     "HeadSpec",
     "LoadedModel",
+    "Runtime",
     "build_head",
     "load_encoder",
     "load_model",
@@ -72,12 +73,21 @@ class HeadSpec:
         )
 
 
+@dataclass(frozen=True)
+class Runtime:
+    """Where the encoder runs: ``torch``, or ``onnx`` (built into ``cache_dir`` on first use)."""
+
+    kind: Literal["torch", "onnx"] = "torch"
+    cache_dir: Path = Path(".")
+    threads: int | None = None
+
+
 def build_head(dim: int, spec: HeadSpec) -> GuardHead:
     """The head for ``dim`` encoder features (see :class:`classifiers.head.GuardHead`)."""
     return GuardHead(dim, spec)
 
 
-def _pool(states: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+def pool(states: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
     if pooling == "cls":
         return states[:, 0]
     weights = mask.unsqueeze(-1).to(states.dtype)
@@ -90,7 +100,7 @@ class LoadedModel:
     def __init__(
         self,
         tokenizer: Any,
-        model: nn.Module,
+        model: nn.Module | None,
         labels: Sequence[str],
         *,
         multi_label: bool,
@@ -99,9 +109,14 @@ class LoadedModel:
         max_tokens: int = 256,
         stride: int = 64,
         batch_size: int = 32,
+        features: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        dim: int | None = None,
     ) -> None:
+        """``features`` replaces the torch encoder (``model`` is then None and ``dim`` its
+        hidden size): e.g. an ONNX Runtime session computing the same pooled features."""
         self.tokenizer = tokenizer
         self.model = model
+        self.features = features
         self.head = head
         self.spec = spec
         self.labels = tuple(labels)
@@ -110,7 +125,8 @@ class LoadedModel:
         self.stride = min(stride, max_tokens // 2)
         self.batch_size = batch_size
         self._pad = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-        self.dim = int(getattr(model, "config").hidden_size)  # noqa: B009 (nn.Module types attrs as Tensor)
+        # getattr: nn.Module types its attributes as Tensor.
+        self.dim = dim if dim is not None else int(getattr(model, "config").hidden_size)  # noqa: B009
 
     def windows(self, texts: Sequence[str], *, overflow: bool = True) -> tuple[list[list[int]], list[int]]:
         """Token ids of every window and, per window, the index of the text it came from
@@ -167,6 +183,9 @@ class LoadedModel:
         return [dict(zip(self.labels, row or [], strict=True)) for row in best]
 
     def _features(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.features is not None:
+            return self.features(input_ids, mask)
+        assert self.model is not None
         spec = self.spec or HeadSpec(labels=())
         if spec.layers == (-1,):
             states = [self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state]
@@ -175,10 +194,11 @@ class LoadedModel:
                 input_ids=input_ids, attention_mask=mask, output_hidden_states=True
             ).hidden_states
             states = [hidden[layer] for layer in spec.layers]
-        return torch.cat([_pool(s, mask, spec.pooling) for s in states], dim=-1)
+        return torch.cat([pool(s, mask, spec.pooling) for s in states], dim=-1)
 
     def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.head is None:
+            assert self.model is not None
             logits = self.model(input_ids=input_ids, attention_mask=mask).logits
         else:
             logits = self.head(self._features(input_ids, mask))
@@ -208,26 +228,37 @@ def load_encoder(
     stride: int = 0,
     batch_size: int = 32,
     head_weights: Path | None = None,
+    runtime: Runtime | None = None,
 ) -> LoadedModel:
     """An encoder, with the head whose weights are given or without one (to compute the
-    features a head is trained on)."""
+    features a head is trained on); with ``runtime.kind == "onnx"`` the encoder runs in ONNX
+    Runtime and its torch weights are never loaded."""
     from safetensors.torch import load_file
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     _quiet()
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-    model = AutoModel.from_pretrained(directory, local_files_only=True).eval()
+    model: nn.Module | None = None
+    features = None
+    if runtime is not None and runtime.kind == "onnx":
+        from classifiers.onnx import OnnxEncoder, ensure_onnx
+
+        path = ensure_onnx(directory, spec, "int8" if quantize else "none", runtime.cache_dir)
+        features = OnnxEncoder(path, runtime.threads)
+        hidden = int(AutoConfig.from_pretrained(directory, local_files_only=True).hidden_size)
+    else:
+        encoder = AutoModel.from_pretrained(directory, local_files_only=True).eval()
+        hidden = int(encoder.config.hidden_size)
+        model = quantize_int8(encoder) if quantize else encoder
     head = None
     if head_weights is not None:
-        head = build_head(int(model.config.hidden_size) * len(spec.layers), spec)
+        head = build_head(hidden * len(spec.layers), spec)
         # Stored in float16 to keep the repository small; computed in float32.
         head.load_state_dict({k: v.float() for k, v in load_file(head_weights).items()})
         head.eval()
-    if quantize:
-        model = quantize_int8(model)
     return LoadedModel(
         tokenizer, model, spec.labels, multi_label=True, head=head, spec=spec, max_tokens=max_tokens,
-        stride=stride, batch_size=batch_size,
+        stride=stride, batch_size=batch_size, features=features, dim=hidden,
     )  # fmt: skip
 
 
@@ -239,16 +270,20 @@ def load_model(
     max_tokens: int = 256,
     stride: int = 64,
     batch_size: int = 32,
+    runtime: Runtime | None = None,
 ) -> LoadedModel:
     """Load a model directory; with ``head.json`` in it, the encoder comes from ``encoder``
-    (or the directory itself when it also holds the encoder weights)."""
+    (or the directory itself when it also holds the encoder weights). ONNX Runtime serves
+    encoder + head models only."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if (directory / HEAD_CONFIG).is_file():
         return load_encoder(
             encoder or directory, HeadSpec.read(directory), quantize=quantize, max_tokens=max_tokens,
-            stride=stride, batch_size=batch_size, head_weights=directory / HEAD_WEIGHTS,
+            stride=stride, batch_size=batch_size, head_weights=directory / HEAD_WEIGHTS, runtime=runtime,
         )  # fmt: skip
+    if runtime is not None and runtime.kind == "onnx":
+        raise ValueError(f"{directory}: runtime onnx serves encoder + head models (head.json) only")
     _quiet()
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     model = AutoModelForSequenceClassification.from_pretrained(directory, local_files_only=True).eval()

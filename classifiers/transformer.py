@@ -59,7 +59,10 @@ class TransformerParams(ClassifierParams):
     max_wait_ms: float = Field(0.0, ge=0.0, le=100.0, description="Wait for company when the model is idle.")
     max_queue: int = Field(1024, ge=1, description="Texts waiting before callers get an overload error.")
     cache_size: int = Field(4096, ge=0, description="Results kept by hash of the normalised text.")
-    threads: int | None = Field(None, ge=1, le=64, description="torch intra-op threads (default: torch's).")
+    runtime: Literal["torch", "onnx"] = Field(
+        "torch", description="onnx: the encoder in ONNX Runtime (encoder + head models; built on first use)."
+    )
+    threads: int | None = Field(None, ge=1, le=64, description="Intra-op threads (default: the runtime's).")
     encoder_cache: Path | None = Field(
         None, description="Where built-in encoders are built (default ~/.cache/modgate)."
     )
@@ -128,8 +131,12 @@ class TransformerClassifier:
             import torch
 
             torch.set_num_threads(params.threads)
+        from classifiers.encoder import default_cache_dir
+        from classifiers.hf import Runtime
+
+        runtime = Runtime(params.runtime, params.encoder_cache or default_cache_dir(), params.threads)
         model = _shared_model(directory, encoder, params.quantize == "int8", params.max_tokens, params.stride,
-                              params.max_batch)  # fmt: skip
+                              params.max_batch, runtime)  # fmt: skip
         labels = params.labels or _default_labels(model.spec, name)
         unknown = sorted(set(labels) - set(model.labels))
         if unknown:
@@ -176,15 +183,22 @@ class TransformerClassifier:
 
 @functools.cache
 def _shared_model(
-    directory: Path, encoder: Path | None, quantize: bool, max_tokens: int, stride: int, batch: int
+    directory: Path,
+    encoder: Path | None,
+    quantize: bool,
+    max_tokens: int,
+    stride: int,
+    batch: int,
+    runtime: Any,
 ) -> Any:
     """One loaded copy per process of each model and setting: several policies (routes,
     tenants) naming modgate-guard share its few hundred MB."""
     from classifiers import hf
 
     return hf.load_model(
-        directory, encoder=encoder, quantize=quantize, max_tokens=max_tokens, stride=stride, batch_size=batch
-    )
+        directory, encoder=encoder, quantize=quantize, max_tokens=max_tokens, stride=stride, batch_size=batch,
+        runtime=runtime,
+    )  # fmt: skip
 
 
 def _key(normalised: str) -> str:

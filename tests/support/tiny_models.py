@@ -73,8 +73,10 @@ def encoder_with_head(
     labels: tuple[str, ...] = LABELS,
     label_map: Mapping[str, object] | None = None,
     seed: int = 0,
+    layers: tuple[int, ...] = (-1,),
 ) -> Path:
-    """A BertModel encoder and a head (``head.json`` + ``head.safetensors``) in one directory."""
+    """A BertModel encoder and a head (``head.json`` + ``head.safetensors``) in one directory;
+    the head reads the mean-pooled states of ``layers``."""
     from transformers import BertConfig, BertModel
 
     from classifiers.hf import HeadSpec, build_head
@@ -82,14 +84,15 @@ def encoder_with_head(
     torch.manual_seed(seed)
     BertModel(BertConfig(**_config())).eval().save_pretrained(directory)  # type: ignore[arg-type]
     _tokenizer(directory)
-    spec = HeadSpec(labels=labels, hidden=(16,), prefix="query: ")
-    head = build_head(32, spec)
+    spec = HeadSpec(labels=labels, hidden=(16,), prefix="query: ", layers=layers)
+    head = build_head(32 * len(layers), spec)
     save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(directory / "head.safetensors"))
     raw = {
         "labels": list(labels),
         "hidden": [16],
         "prefix": "query: ",
         "pooling": "mean",
+        "layers": list(layers),
         "revision": "tiny-1",
     }
     if label_map is not None:

@@ -199,3 +199,42 @@ async def test_slow_model_times_out_and_on_error_decides(
     if action != "allow":
         assert [h.code for h in decision.hits] == [ERROR_CODE]
     await guard.aclose()
+
+
+@pytest.fixture(scope="module")
+def headed_layers(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_models.encoder_with_head(tmp_path_factory.mktemp("layers"), layers=(-1, -2), seed=3)
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_onnx_runtime_reproduces_the_torch_encoder(
+    headed_layers: Path, tmp_path: Path, quantize: str
+) -> None:
+    texts = [EN, ZH, "短", EN + " " + ZH * 3]
+    expected = hf.load_model(headed_layers, quantize=quantize == "int8").predict(texts)
+    runtime = hf.Runtime("onnx", tmp_path / "cache")
+    model = hf.load_model(headed_layers, quantize=quantize == "int8", runtime=runtime)
+    assert model.model is None and model.features is not None  # no torch encoder weights loaded
+    built = [p.name for p in (tmp_path / "cache" / "onnx").iterdir() if not p.name.startswith(".")]
+    assert len(built) == 1 and f"-L-1_-2-mean-{quantize}-ort" in built[0]
+    tolerance = 1e-4 if quantize == "none" else 0.05
+    for want, got in zip(expected, model.predict(texts), strict=True):
+        assert got == pytest.approx(want, abs=tolerance)
+    again = hf.load_model(headed_layers, quantize=quantize == "int8", runtime=runtime)  # reuses the build
+    for a, b in zip(again.predict(texts), model.predict(texts), strict=True):
+        assert a == pytest.approx(b)
+    assert len([p for p in (tmp_path / "cache" / "onnx").iterdir() if not p.name.startswith(".")]) == 1
+
+
+def test_onnx_runtime_through_the_classifier_in_both_languages(headed: Path, tmp_path: Path) -> None:
+    torch_clf = build(headed, cache_size=0)
+    onnx_clf = build(headed, cache_size=0, runtime="onnx", encoder_cache=str(tmp_path))
+    got = asyncio.run(onnx_clf.classify([EN, ZH]))
+    want = asyncio.run(torch_clf.classify([EN, ZH]))
+    for a, b in zip(got, want, strict=True):
+        assert a.scores == pytest.approx(b.scores, abs=1e-4)
+
+
+def test_onnx_runtime_refuses_sequence_classifiers(seqcls: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="encoder \\+ head"):
+        hf.load_model(seqcls, runtime=hf.Runtime("onnx", tmp_path))

@@ -1,0 +1,170 @@
+"""ONNX Runtime for an encoder's pooled features (``runtime: onnx``).
+
+The encoder (with the pooling its head was trained on) is exported to ONNX once, quantised to
+int8 with ONNX Runtime's dynamic quantisation when asked, verified against the torch encoder,
+and kept in the cache folder next to the rebuilt encoder. On this 2-core CPU ORT's int8
+kernels run the encoder about 1.5x faster than torch's, and one 64-token text in half the
+time (benchmarks/classifier.py). A head trained on torch-int8 features loses some accuracy on
+ORT-int8 features (modgate-guard: COLD dev accuracy 0.863 → 0.838), so modgate-guard's
+default stays torch until its head is trained on these features.
+
+Built atomically under a file lock, like the encoder itself: gateway workers that start
+together build it once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from classifiers.hf import HeadSpec, pool
+
+__all__ = ["OnnxBuildError", "OnnxEncoder", "ensure_onnx"]
+
+MANIFEST = "modgate-onnx.json"
+#: Part of the cache folder's name: a change to how the model is built makes a new one.
+RECIPE = 2
+#: Texts the export is checked on (features of ORT against torch in float32).
+CHECK_TEXTS = (
+    "query: How do I kill a Python process that hangs?",
+    "query: 请帮我写一首关于秋天的诗。",
+    "query: Tell me how to make a bomb at home, step by step.",
+    "query: 这个地方的人都是骗子，素质太差了。",
+)
+#: Least cosine between ORT and torch features per text: int8 moves them a little, a wrong
+#: export (layers, pooling, masks) moves them a lot.
+MIN_COSINE = {"int8": 0.97, "none": 0.9999}
+
+
+class OnnxBuildError(RuntimeError):
+    """The exported model does not reproduce the torch encoder's features."""
+
+
+class _Pooled(nn.Module):
+    """Encoder → pooled, concatenated hidden states of ``spec.layers`` (the head's input)."""
+
+    def __init__(self, encoder: nn.Module, spec: HeadSpec) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.spec = spec
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True
+        ).hidden_states
+        pooled = [pool(hidden[layer], attention_mask, self.spec.pooling) for layer in self.spec.layers]
+        return torch.cat(pooled, dim=-1)
+
+
+def ensure_onnx(encoder_dir: Path, spec: HeadSpec, quantize: str, cache_dir: Path) -> Path:
+    """The ``model.onnx`` for ``encoder_dir`` + ``spec``'s pooling, built first if missing."""
+    import onnxruntime
+
+    layers = "_".join(str(layer) for layer in spec.layers)
+    name = f"{encoder_dir.name}-L{layers}-{spec.pooling}-{quantize}-ort{onnxruntime.__version__}-r{RECIPE}"
+    root = cache_dir / "onnx"
+    final = root / name
+    if (final / MANIFEST).is_file():
+        return final / "model.onnx"
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (final / MANIFEST).is_file():
+            return final / "model.onnx"
+        for stale in root.glob(f".{name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
+        try:
+            _build(encoder_dir, spec, quantize, tmp)
+            tmp.chmod(0o755)
+            tmp.rename(final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return final / "model.onnx"
+
+
+def _build(encoder_dir: Path, spec: HeadSpec, quantize: str, out: Path) -> None:
+    from transformers import AutoModel, AutoTokenizer
+
+    started = time.monotonic()
+    tokenizer = AutoTokenizer.from_pretrained(encoder_dir, local_files_only=True)
+    encoder = AutoModel.from_pretrained(encoder_dir, local_files_only=True, attn_implementation="eager")
+    wrapper = _Pooled(encoder.eval(), spec).eval()
+    sample = tokenizer(list(CHECK_TEXTS), padding=True, return_tensors="pt")
+    exported = out / ("fp32.onnx" if quantize == "int8" else "model.onnx")
+    with torch.inference_mode(), warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of torch.export's, which needs
+        # onnxscript (another dependency); the old one works in the pinned torch. Its tracer
+        # warns about every Python-side shape check of the model; the result is checked below.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper,
+            (sample["input_ids"], sample["attention_mask"]),
+            str(exported),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["features"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "tokens"},
+                "attention_mask": {0: "batch", 1: "tokens"},
+            },
+            opset_version=17,
+            dynamo=False,
+        )
+        expected = wrapper(sample["input_ids"], sample["attention_mask"]).numpy()
+    if quantize == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        # Weights of MatMuls only, as torch's dynamic quantisation does for Linear layers: the
+        # embedding table stays float (quantising its Gather made the encoder slower here).
+        quantize_dynamic(
+            str(exported),
+            str(out / "model.onnx"),
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul"],
+            extra_options={"MatMulConstBOnly": True},
+        )
+        exported.unlink()
+    got = OnnxEncoder(out / "model.onnx", threads=None)(sample["input_ids"], sample["attention_mask"]).numpy()
+    cosines = [
+        float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+        for a, b in zip(got, expected, strict=True)
+    ]
+    if min(cosines) < MIN_COSINE[quantize]:
+        raise OnnxBuildError(f"ONNX features differ from torch's (cosines {cosines})")
+    manifest: dict[str, Any] = {"quantize": quantize, "layers": list(spec.layers), "pooling": spec.pooling}
+    manifest |= {
+        "cosines": [round(c, 6) for c in cosines],
+        "build_seconds": round(time.monotonic() - started, 1),
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+class OnnxEncoder:
+    """``(input_ids, attention_mask) -> pooled features`` through an ORT session."""
+
+    def __init__(self, path: Path, threads: int | None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        feeds = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
+        return torch.from_numpy(self.session.run(["features"], feeds)[0])
