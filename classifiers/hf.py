@@ -57,6 +57,8 @@ class HeadSpec:
     label_map: dict[str, dict[str, Any]] = field(default_factory=dict)
     encoder: str = ""
     revision: str = ""
+    #: The encoder runtime the head was trained on features of (and serves best with).
+    runtime: Literal["torch", "onnx"] = "torch"
 
     @classmethod
     def read(cls, directory: Path) -> HeadSpec:
@@ -70,6 +72,7 @@ class HeadSpec:
             label_map=dict(raw.get("label_map", {})),
             encoder=raw.get("encoder", ""),
             revision=raw.get("revision", ""),
+            runtime=raw.get("runtime", "torch"),
         )
 
 

