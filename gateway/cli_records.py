@@ -22,7 +22,7 @@ import typer
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.duties import MIN_RETENTION_S, parse_duration
 from gateway.privacy import Pseudonymizer, pseudonym_key
-from gateway.records import Complaint, ComplaintStatus, UserRecord
+from gateway.records import Complaint, ComplaintStatus, Page, UserRecord
 from gateway.settings import DEFAULT_STORE
 from gateway.store.base import Store, open_store
 
@@ -96,6 +96,28 @@ def emit(value: Any) -> None:
     sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
 
 
+def emit_page(
+    url: str | None, fetch: Callable[[Store], Awaitable[Page[Any]]], body: Callable[[Any], Any]
+) -> None:
+    """One page of a list, as JSON: ``{"data": [...], "next": cursor}``."""
+
+    async def work(s: Store) -> Any:
+        page = await fetch(s)
+        return {"data": [body(r) for r in page.data], "next": page.next}
+
+    emit(with_store(url, work))
+
+
+def emit_one(
+    url: str | None, fetch: Callable[[Store], Awaitable[Any]], what: str, body: Callable[[Any], Any]
+) -> None:
+    """One record as JSON; exit 1 when there is none (``what`` names it in the message)."""
+    found = with_store(url, fetch)
+    if found is None:
+        fail(f"no {what}")
+    emit(body(found))
+
+
 def actor_name(given: str | None) -> str:
     """``--actor``, or ``cli:<login name>`` of whoever runs the command."""
     if given is not None:
@@ -120,21 +142,13 @@ def text_value(option: str, value: str, *, required: bool = False) -> str:
 @incidents_app.command("list")
 def incidents_list(store: StoreOption = None, limit: LimitOption = 20, after: AfterOption = None) -> None:
     """Newest incidents first, as JSON."""
-
-    async def work(s: Store) -> Any:
-        page = await s.incidents.list(limit, after)
-        return {"data": [i.to_dict() for i in page.data], "next": page.next}
-
-    emit(with_store(store, work))
+    emit_page(store, lambda s: s.incidents.list(limit, after), lambda i: i.to_dict())
 
 
 @incidents_app.command("show")
 def incidents_show(incident_id: str, store: StoreOption = None) -> None:
     """One incident, as JSON."""
-    found = with_store(store, lambda s: s.incidents.get(incident_id))
-    if found is None:
-        fail(f"no incident {incident_id}")
-    emit(found.to_dict())
+    emit_one(store, lambda s: s.incidents.get(incident_id), f"incident {incident_id}", lambda i: i.to_dict())
 
 
 @incidents_app.command("purge")
@@ -237,21 +251,13 @@ def complaints_list(
     """Newest complaints first, as JSON."""
     if status is not None and status not in COMPLAINT_STATUSES:
         fail("--status must be open or resolved", 2)
-
-    async def work(s: Store) -> Any:
-        page = await s.complaints.list(status, limit, after)
-        return {"data": [_complaint_body(c) for c in page.data], "next": page.next}
-
-    emit(with_store(store, work))
+    emit_page(store, lambda s: s.complaints.list(status, limit, after), _complaint_body)
 
 
 @complaints_app.command("show")
 def complaints_show(complaint_id: str, store: StoreOption = None) -> None:
     """One complaint, as JSON."""
-    found = with_store(store, lambda s: s.complaints.get(complaint_id))
-    if found is None:
-        fail(f"no complaint {complaint_id}")
-    emit(_complaint_body(found))
+    emit_one(store, lambda s: s.complaints.get(complaint_id), f"complaint {complaint_id}", _complaint_body)
 
 
 @complaints_app.command("resolve")

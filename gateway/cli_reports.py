@@ -19,7 +19,17 @@ from typing import Annotated, Any, NoReturn, TextIO
 import typer
 from pydantic import ValidationError
 
-from gateway.cli_records import ActorOption, NoteOption, actor_name, emit, fail, text_value, with_store
+from gateway.cli_records import (
+    ActorOption,
+    NoteOption,
+    actor_name,
+    emit,
+    emit_one,
+    emit_page,
+    fail,
+    text_value,
+    with_store,
+)
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.records import REPORT_STATES, InvalidTransition, ReportState
 from gateway.report_worker import ReportWorker, running
@@ -74,21 +84,13 @@ def list_(
     """Newest reports first, as JSON."""
     if state is not None and state not in REPORT_STATES:
         _fail(f"--state must be one of {', '.join(REPORT_STATES)}")
-
-    async def work(s: Store) -> Any:
-        page = await s.reports.list(state, limit, after)
-        return {"data": [r.to_dict() for r in page.data], "next": page.next}
-
-    emit(with_store(store, work))
+    emit_page(store, lambda s: s.reports.list(state, limit, after), lambda r: r.to_dict())
 
 
 @reports_app.command("show")
 def show(report_id: str, store: StoreOption = None) -> None:
     """One report with its evidence and history, as JSON."""
-    found = with_store(store, lambda s: s.reports.get(report_id))
-    if found is None:
-        fail(f"no report {report_id}")
-    emit(found.to_dict())
+    emit_one(store, lambda s: s.reports.get(report_id), f"report {report_id}", lambda r: r.to_dict())
 
 
 def _move(report_id: str, to_state: ReportState, note: str, actor: str | None, store: str | None) -> None:
