@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -147,6 +148,9 @@ class Enforcer:
                     modgate={"user_status": "restricted", "until": current.until},
                 )
                 error.headers.update(current.notice(settings))
+                # The sliding window frees a slot at the latest one period on: SDKs that honour
+                # Retry-After (the OpenAI ones do) then wait instead of hammering.
+                error.headers["retry-after"] = str(math.ceil(period))
                 raise error
         return current
 

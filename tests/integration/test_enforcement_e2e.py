@@ -157,6 +157,7 @@ def test_restricted_user_is_limited_to_the_rate(make_gateway: GatewayFactory) ->
         client.chat.completions.create(model="m", messages=FINE, user="bob")
     assert limited.value.code == "user_restricted"
     assert "2 requests per 60 s" in limited.value.message
+    assert limited.value.response.headers["retry-after"] == "60"
     fine(client, "carol")  # others are not limited
     assert metric(gw, "rejected_restricted") == 1
 
