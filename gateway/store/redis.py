@@ -8,8 +8,11 @@ lexicographic range; ``incidents:by-time`` scores them by creation time, for ret
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
+from collections.abc import Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
@@ -39,12 +42,24 @@ class RedisConn:
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
-
-def lex_page(ids: list[str], limit: int) -> tuple[list[str], str | None]:
-    """Ids fetched with LIMIT limit+1 → (this page, cursor of the next or None)."""
-    if len(ids) > limit:
-        return ids[:limit], ids[limit - 1]
-    return ids, None
+    async def select_page(
+        self, index: str, body_key: Callable[[str], str], limit: int, after: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Bodies of one newest-first page of the id index ``index`` (a sorted set at score 0,
+        read by lexicographic range), below the id ``after``; and the next page's cursor."""
+        if limit <= 0:
+            return [], None
+        top = f"({after}" if after is not None else "+"
+        raw = await self.redis.zrange(index, top, "-", desc=True, bylex=True, offset=0, num=limit + 1)
+        ids = [str(i) for i in raw]
+        cursor = None
+        if len(ids) > limit:
+            ids = ids[:limit]
+            cursor = ids[-1]
+        if not ids:
+            return [], None
+        bodies = await self.redis.mget([body_key(i) for i in ids])
+        return [json.loads(b) for b in bodies if b], cursor
 
 
 class RedisIncidents:
@@ -68,17 +83,9 @@ class RedisIncidents:
         return Incident.from_dict(json.loads(body)) if body else None
 
     async def list(self, limit: int = 50, after: str | None = None) -> Page[Incident]:
-        if limit <= 0:
-            return Page([])
-        top = f"({after}" if after is not None else "+"
-        raw = await self._c.redis.zrange(
-            self._c.key("incidents"), top, "-", desc=True, bylex=True, offset=0, num=limit + 1
-        )
-        ids, cursor = lex_page([str(i) for i in raw], limit)
-        if not ids:
-            return Page([])
-        bodies = await self._c.redis.mget([self._c.key("incident", i) for i in ids])
-        return Page([Incident.from_dict(json.loads(b)) for b in bodies if b], cursor)
+        body_key = functools.partial(self._c.key, "incident")
+        bodies, cursor = await self._c.select_page(self._c.key("incidents"), body_key, limit, after)
+        return Page([Incident.from_dict(b) for b in bodies], cursor)
 
     async def purge(self, before: float) -> int:
         by_time = self._c.key("incidents", "by-time")
@@ -98,7 +105,7 @@ class RedisIncidents:
 
 class RedisStore:
     def __init__(self, url: str, prefix: str = "modgate:", reports: ReportSettings | None = None) -> None:
-        # Imported here: the record stores import RedisConn and lex_page from this module.
+        # Imported here: the record stores import RedisConn from this module.
         from gateway.store.redis_complaints import RedisComplaints
         from gateway.store.redis_reports import RedisReports
         from gateway.store.redis_users import RedisUsers

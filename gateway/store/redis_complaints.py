@@ -7,6 +7,7 @@ that they sort by id (ids are time-ordered) and page by lexicographic range, as 
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import replace
@@ -14,7 +15,7 @@ from dataclasses import replace
 from redis.commands.core import AsyncScript
 
 from gateway.records import Complaint, ComplaintStatus, Page
-from gateway.store.redis import RedisConn, lex_page
+from gateway.store.redis import RedisConn
 
 __all__ = ["RedisComplaints"]
 
@@ -51,16 +52,10 @@ class RedisComplaints:
     async def list(
         self, status: ComplaintStatus | None = None, limit: int = 50, after: str | None = None
     ) -> Page[Complaint]:
-        if limit <= 0:
-            return Page([])
         index = self._c.key("complaints", status) if status else self._c.key("complaints")
-        top = f"({after}" if after is not None else "+"
-        raw = await self._c.redis.zrange(index, top, "-", desc=True, bylex=True, offset=0, num=limit + 1)
-        ids, cursor = lex_page([str(i) for i in raw], limit)
-        if not ids:
-            return Page([])
-        bodies = await self._c.redis.mget([self._c.key("complaint", i) for i in ids])
-        return Page([Complaint.from_dict(json.loads(b)) for b in bodies if b], cursor)
+        body_key = functools.partial(self._c.key, "complaint")
+        bodies, cursor = await self._c.select_page(index, body_key, limit, after)
+        return Page([Complaint.from_dict(b) for b in bodies], cursor)
 
     async def resolve(
         self, complaint_id: str, actor: str, resolution: str, at: float | None = None

@@ -30,7 +30,7 @@ from gateway.config import ReportSettings
 from gateway.incidents import Incident
 from gateway.records import REPORT_STATES, Delivery, Page, Report, ReportState
 from gateway.store.outbox import delivery, new_event
-from gateway.store.redis import RedisConn, RedisIncidents, lex_page
+from gateway.store.redis import RedisConn, RedisIncidents
 
 __all__ = ["GROUP", "RedisReports"]
 
@@ -125,17 +125,8 @@ class RedisReports:
     async def list(
         self, state: ReportState | None = None, limit: int = 50, after: str | None = None
     ) -> Page[Report]:
-        if limit <= 0:
-            return Page([])
-        top = f"({after}" if after is not None else "+"
-        raw = await self._c.redis.zrange(
-            self._index(state), top, "-", desc=True, bylex=True, offset=0, num=limit + 1
-        )
-        ids, cursor = lex_page([str(i) for i in raw], limit)
-        if not ids:
-            return Page([])
-        bodies = await self._c.redis.mget([self._body(i) for i in ids])
-        return Page([Report.from_dict(json.loads(b)) for b in bodies if b], cursor)
+        bodies, cursor = await self._c.select_page(self._index(state), self._body, limit, after)
+        return Page([Report.from_dict(b) for b in bodies], cursor)
 
     async def transition(
         self, report_id: str, to_state: ReportState, actor: str, note: str = "", at: float | None = None
