@@ -9,12 +9,11 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, NoReturn, cast
 
 import typer
-from pydantic import ValidationError
 
-from gateway.cli_records import complaints_app, incidents_app, users_app
+from gateway.cli_records import complaints_app, fail, incidents_app, settings_from, users_app
 from gateway.cli_reports import reports_app
 from gateway.config import ConfigError
 from gateway.evaluate import DEFAULT_NEGATIVE, DEFAULT_POSITIVE
@@ -34,18 +33,8 @@ app.add_typer(complaints_app, name="complaints")
 log = logging.getLogger("modgate")
 
 
-def _fail(message: str) -> None:
-    typer.echo(f"modgate: {message}", err=True)
-    raise typer.Exit(2)
-
-
-def _settings(overrides: dict[str, Any]) -> Settings:
-    try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        lines = [f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()]
-        _fail("invalid settings\n  " + "\n  ".join(lines))
-        raise  # unreachable; keeps type checkers content
+def _fail(message: str) -> NoReturn:
+    fail(message, 2)
 
 
 def _export(settings: Settings) -> None:
@@ -77,10 +66,9 @@ def serve(
     """Run the gateway."""
     import uvicorn
 
-    settings = _settings(
-        {"upstream": upstream, "policy": policy, "store": store, "config": config,
-         "host": host, "port": port, "workers": workers}
-    )  # fmt: skip
+    settings = settings_from(
+        upstream=upstream, policy=policy, store=store, config=config, host=host, port=port, workers=workers
+    )
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )

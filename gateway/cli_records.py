@@ -18,22 +18,29 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from pydantic import ValidationError
 
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.duties import MIN_RETENTION_S, parse_duration
 from gateway.privacy import Pseudonymizer, pseudonym_key
 from gateway.records import Complaint, ComplaintStatus, Page, UserRecord
-from gateway.settings import DEFAULT_STORE
+from gateway.settings import DEFAULT_STORE, Settings
 from gateway.store.base import Store, open_store
 
 __all__ = [
     "ActorOption",
+    "AfterOption",
+    "LimitOption",
     "NoteOption",
     "actor_name",
     "complaints_app",
     "emit",
+    "emit_one",
+    "emit_page",
     "fail",
+    "gateway_config",
     "incidents_app",
+    "settings_from",
     "text_value",
     "users_app",
     "with_store",
@@ -64,6 +71,16 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """``modgate: message`` on stderr, then exit ``code`` (1: the records say no; 2: bad usage)."""
     typer.echo(f"modgate: {message}", err=True)
     raise typer.Exit(code)
+
+
+def settings_from(**overrides: Any) -> Settings:
+    """Process settings from the flags given (None: not given) and ``MODGATE_*``; exit 2 when
+    they are invalid, naming each bad one."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        lines = [f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()]
+        fail("invalid settings\n  " + "\n  ".join(lines), 2)
 
 
 def _store_url(store: str | None) -> str:
@@ -171,7 +188,9 @@ def incidents_purge(
 # --- users -------------------------------------------------------------------------------------
 
 
-def _gateway_config(path: Path | None) -> GatewayConfig:
+def gateway_config(path: Path | None) -> GatewayConfig:
+    """The gateway config at ``path`` (else ``MODGATE_CONFIG``, else the empty one); exit 2 when
+    it is bad."""
     given = path or (Path(os.environ["MODGATE_CONFIG"]) if os.environ.get("MODGATE_CONFIG") else None)
     try:
         return load_config(given) if given is not None else GatewayConfig()
@@ -183,7 +202,7 @@ def _user_work(
     config: Path | None, user_id: str, then: Callable[[Store, str], Awaitable[UserRecord | None]]
 ) -> Callable[[Store], Awaitable[tuple[str, UserRecord | None]]]:
     """Store work that pseudonymises ``user_id`` as the gateway does, then runs ``then``."""
-    cfg = _gateway_config(config)
+    cfg = gateway_config(config)
 
     async def work(s: Store) -> tuple[str, UserRecord | None]:
         user = Pseudonymizer(await pseudonym_key(cfg, s))(user_id)

@@ -14,26 +14,27 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TextIO
+from typing import Annotated, NoReturn, TextIO
 
 import typer
-from pydantic import ValidationError
 
 from gateway.cli_records import (
     ActorOption,
+    AfterOption,
+    LimitOption,
     NoteOption,
     actor_name,
     emit,
     emit_one,
     emit_page,
     fail,
+    gateway_config,
+    settings_from,
     text_value,
     with_store,
 )
-from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.records import REPORT_STATES, InvalidTransition, ReportState
 from gateway.report_worker import ReportWorker, running
-from gateway.settings import Settings
 from gateway.sinks import Sink, sinks_from
 from gateway.store.base import Store, open_store
 
@@ -56,29 +57,14 @@ def _fail(message: str) -> NoReturn:
     fail(message, 2)
 
 
-def _settings(**overrides: Any) -> Settings:
-    try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        lines = [f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()]
-        _fail("invalid settings\n  " + "\n  ".join(lines))
-
-
-def _config(settings: Settings) -> GatewayConfig:
-    try:
-        return load_config(settings.config) if settings.config else GatewayConfig()
-    except ConfigError as exc:
-        _fail(str(exc))
-
-
 # --- review ------------------------------------------------------------------------------------
 
 
 @reports_app.command("list")
 def list_(
     state: Annotated[str | None, typer.Option(help="Only reports in this state (default: all)")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
-    after: Annotated[str | None, typer.Option(help="Cursor: the last id of the previous page")] = None,
+    limit: LimitOption = 20,
+    after: AfterOption = None,
     store: StoreOption = None,
 ) -> None:
     """Newest reports first, as JSON."""
@@ -158,8 +144,8 @@ async def run_worker(store: Store, sinks: Sequence[Sink], consumer: str | None =
 @reports_app.command("worker")
 def worker(store: StoreOption = None, config: ConfigOption = None) -> None:
     """Deliver new reports and their state changes to the configured sinks until SIGINT/SIGTERM."""
-    settings = _settings(store=store, config=config)
-    cfg = _config(settings)
+    settings = settings_from(store=store, config=config)
+    cfg = gateway_config(settings.config)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -184,7 +170,7 @@ def export(
         _fail(f"--state must be one of {', '.join(REPORT_STATES)}")
     if fmt not in ("csv", "jsonl"):
         _fail("--format must be csv or jsonl")
-    settings = _settings(store=store)
+    settings = settings_from(store=store)
     if (
         settings.store.startswith("sqlite:///")
         and not Path(settings.store.removeprefix("sqlite:///")).is_file()
