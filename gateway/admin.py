@@ -19,11 +19,9 @@ from starlette.responses import Response
 
 from gateway.errors import GatewayError, InvalidRequest, NotFound, Unauthorized
 from gateway.openai_chat import parse_json_object
-from gateway.policy import Policy
-from gateway.policy_loader import PolicyError, load_policy
+from gateway.policy_loader import PolicyError
 from gateway.records import Page
 from gateway.responses import json_response
-from gateway.screening import Segment, screen
 
 if TYPE_CHECKING:
     from gateway.app import AppState
@@ -56,10 +54,6 @@ class AdminAuth:
     def __init__(self, tokens: dict[str, str]) -> None:
         # Compare digests, so every comparison takes the same time whatever the token's length.
         self._tokens = [(hashlib.sha256(t.encode()).digest(), name) for name, t in tokens.items()]
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self._tokens)
 
     def actor(self, authorization: str | None) -> str:
         """The token's name; Unauthorized without a valid ``Authorization: Bearer`` token."""
@@ -125,20 +119,17 @@ class PageQuery:
 
 async def reload_policies(state: AppState) -> dict[str, Any]:
     """Load every policy file again; all or nothing: one bad file keeps every running policy."""
+    from gateway.app import load_policies, warm  # gateway.app imports this module
+
     assert state.router is not None
-    fresh: dict[str, Policy] = {}
     try:
-        default = load_policy(state.settings.policy)
-        for ref in state.policies:
-            fresh[ref] = default if ref == "default" and state.settings.policy is None else load_policy(ref)
+        default, fresh = load_policies(state.settings, state.config)
     except PolicyError as exc:
         log.error("policy reload rejected; the running policies stay: %s", exc)
         raise InvalidRequest(f"policy reload rejected: {exc}", code="invalid_policy") from exc
-    for policy in {id(p): p for p in [default, *fresh.values()]}.values():
-        await screen(policy, [Segment("warm-up", "user")], "input")  # build caches before traffic
-    by_ref = {ref: fresh[ref] for ref in fresh}
+    await warm([default, *fresh.values()])
     for route in state.router.routes:
-        route.policy = by_ref[state.config.policy_path(route.config.policy)]
+        route.policy = fresh[state.config.policy_path(route.config.policy)]
     state.router.default_policy = default
     state.default_policy = default
     state.policies = fresh

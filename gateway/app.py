@@ -11,7 +11,7 @@ import asyncio
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -105,6 +105,11 @@ def load_gateway(settings: Settings) -> tuple[GatewayConfig, Policy, dict[str, P
         if settings.config
         else default_config(settings.upstream, settings.policy)
     )
+    return config, *load_policies(settings, config)
+
+
+def load_policies(settings: Settings, config: GatewayConfig) -> tuple[Policy, dict[str, Policy]]:
+    """The default policy, and every route's policy by reference; PolicyError on a bad file."""
     default_policy = load_policy(settings.policy)
     policies: dict[str, Policy] = {}
     for route in config.routes:
@@ -113,13 +118,19 @@ def load_gateway(settings: Settings) -> tuple[GatewayConfig, Policy, dict[str, P
             policies[ref] = (
                 default_policy if ref == "default" and settings.policy is None else load_policy(ref)
             )
-    return config, default_policy, policies
+    return default_policy, policies
+
+
+async def warm(policies: Iterable[Policy]) -> None:
+    """Screen a few texts with each policy once, so that caches and models are built before
+    traffic comes."""
+    segments = [Segment(t, "user") for t in WARMUP_TEXTS]
+    for policy in {id(p): p for p in policies}.values():
+        await screen(policy, segments, "input")
 
 
 async def _warm(state: AppState) -> None:
-    segments = [Segment(t, "user") for t in WARMUP_TEXTS]
-    for policy in state.all_policies:
-        await screen(policy, segments, "input")
+    await warm(state.all_policies)
     state.ready["classifiers"] = True
 
 
