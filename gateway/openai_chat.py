@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
@@ -17,6 +17,8 @@ from gateway.errors import InvalidRequest
 from gateway.incidents import new_id
 from gateway.policy import Policy
 from gateway.screening import Decision, Segment, redact
+
+M = TypeVar("M", bound=BaseModel)
 
 __all__ = [
     "ChatRequest",
@@ -27,6 +29,7 @@ __all__ = [
     "redact_payload",
     "refusal_completion",
     "refusal_stream",
+    "validate_body",
 ]
 
 _ROLE_CHANNEL = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -80,13 +83,18 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     return value
 
 
-def validate_chat(payload: dict[str, Any]) -> ChatRequest:
+def validate_body(model: type[M], payload: dict[str, Any]) -> M:
+    """``payload`` as ``model``; a 400 naming the first field that is wrong."""
     try:
-        return ChatRequest.model_validate(payload)
+        return model.model_validate(payload)
     except ValidationError as exc:
         err = exc.errors()[0]
-        param = ".".join(str(p) for p in err["loc"])
+        param = ".".join(str(p) for p in err["loc"]) or None
         raise InvalidRequest(f"{param}: {err['msg']}", param=param, code="invalid_value") from exc
+
+
+def validate_chat(payload: dict[str, Any]) -> ChatRequest:
+    return validate_body(ChatRequest, payload)
 
 
 def input_segments(chat: ChatRequest) -> list[Segment]:

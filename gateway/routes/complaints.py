@@ -11,15 +11,15 @@ import logging
 import re
 import time
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.app import AppState
-from gateway.errors import InvalidRequest, ServiceUnavailable
+from gateway.errors import ServiceUnavailable
 from gateway.incidents import new_id
-from gateway.openai_chat import parse_json_object
+from gateway.openai_chat import parse_json_object, validate_body
 from gateway.records import Complaint
 from gateway.responses import json_response
 
@@ -42,21 +42,12 @@ class ComplaintRequest(BaseModel):
     contact: StrictStr | None = Field(None, max_length=1_000, description="How to reach the complainant.")
 
 
-def _parse(body: bytes) -> ComplaintRequest:
-    try:
-        return ComplaintRequest.model_validate(parse_json_object(body))
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        param = ".".join(str(p) for p in err["loc"]) or None
-        raise InvalidRequest(f"{param}: {err['msg']}", param=param, code="invalid_value") from exc
-
-
 async def create_complaint(request: Request) -> Response:
     state: AppState = request.app.state.modgate
     if state.router is None:
         raise ServiceUnavailable("the gateway is starting")
     state.router.authenticate(request.headers.get("authorization"), request.headers.get("x-api-key"))
-    given = _parse(await request.body())
+    given = validate_body(ComplaintRequest, parse_json_object(await request.body()))
     now = time.time()
     complaint = Complaint(
         id=new_id("cmp"),
