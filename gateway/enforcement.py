@@ -32,7 +32,7 @@ from urllib.parse import quote
 from gateway.duties import EnforcementSettings, LadderStep
 from gateway.errors import UserRestricted, UserSuspended
 from gateway.metrics import Metrics
-from gateway.records import UserRecord, UserStatus
+from gateway.records import STATUS_RANK, UserRecord, UserStatus
 from gateway.store.base import UserStore
 
 __all__ = [
@@ -52,7 +52,6 @@ STATUS_HEADER = "x-modgate-user-status"
 STRIKING_ACTIONS = frozenset({"block", "refuse"})
 
 _STATUS: dict[str, UserStatus] = {"warn": "warned", "restrict": "restricted", "suspend": "suspended"}
-_RANK: dict[str, int] = {"ok": 0, "warned": 1, "restricted": 2, "suspended": 3}
 #: For a user an admin restricted under a policy whose ladder has no restrict step.
 FALLBACK_RATE = (10, 60.0)
 
@@ -100,8 +99,8 @@ def standing(
         rate = _rate(settings, strikes) if record.status == "restricted" else None
         return Standing(record.status, record.until, rate)
     # A timed status that ended caps the fallback below it (see the module docstring).
-    cap = _RANK[record.status] if record.status in ("restricted", "suspended") else len(_RANK)
-    steps = [s for s in settings.ladder if s.strikes <= strikes and _RANK[_STATUS[s.action]] < cap]
+    cap = STATUS_RANK[record.status] if record.status in ("restricted", "suspended") else len(STATUS_RANK)
+    steps = [s for s in settings.ladder if s.strikes <= strikes and STATUS_RANK[_STATUS[s.action]] < cap]
     if not steps:
         return Standing()
     status = _STATUS[steps[-1].action]
@@ -166,7 +165,7 @@ class Enforcer:
         count = sum(1 for at in record.strikes if at >= now - settings.window)
         before = standing(record, settings, now, strikes=count - 1)
         step = settings.step_for(count)
-        if step is None or _RANK[_STATUS[step.action]] <= _RANK[before.status]:
+        if step is None or STATUS_RANK[_STATUS[step.action]] <= STATUS_RANK[before.status]:
             return standing(record, settings, now, count)
         try:
             record = await self._climb(user, step, count, incident_id, now)

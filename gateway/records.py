@@ -12,6 +12,7 @@ from typing import Any, Generic, Literal, TypeVar
 __all__ = [
     "REPORT_STATES",
     "REPORT_TRANSITIONS",
+    "STATUS_RANK",
     "Complaint",
     "ComplaintStatus",
     "Delivery",
@@ -38,6 +39,8 @@ REPORT_TRANSITIONS: dict[ReportState, frozenset[ReportState]] = {
 }
 
 UserStatus = Literal["ok", "warned", "restricted", "suspended"]
+#: How strong each status is: a stronger one is never replaced by a weaker one on a strike.
+STATUS_RANK: dict[str, int] = {"ok": 0, "warned": 1, "restricted": 2, "suspended": 3}
 ComplaintStatus = Literal["open", "resolved"]
 
 

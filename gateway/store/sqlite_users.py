@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from gateway.records import UserEvent, UserRecord, UserStatus
+from gateway.records import STATUS_RANK, UserEvent, UserRecord, UserStatus
 from gateway.store.sqlite import Runner
 
 __all__ = ["HISTORY_MAX", "USERS_SCHEMA", "SQLiteUsers", "status_rank"]
@@ -39,14 +39,12 @@ CREATE TABLE IF NOT EXISTS user_hits (user TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS user_hits_user ON user_hits(user, at);
 """
 
-_RANK: dict[str, int] = {"ok": 0, "warned": 1, "restricted": 2, "suspended": 3}
-
 
 def status_rank(status: str, until: float | None, at: float) -> int:
     """How strong a stored status still is at ``at``: a timed one that ended counts as ok."""
     if until is not None and until <= at:
         return 0
-    return _RANK[status]
+    return STATUS_RANK[status]
 
 
 def _append_event(db: sqlite3.Connection, user: str, event: UserEvent) -> None:
@@ -115,7 +113,7 @@ class SQLiteUsers:
             _ensure(db, user)
             if escalate:
                 row = db.execute("SELECT status, until FROM users WHERE user = ?", (user,)).fetchone()
-                if status_rank(row[0], row[1], when) > _RANK[status]:
+                if status_rank(row[0], row[1], when) > STATUS_RANK[status]:
                     return _must_read(db, user)
             db.execute("UPDATE users SET status = ?, until = ? WHERE user = ?", (status, until, user))
             _append_event(db, user, UserEvent(when, "status", status, actor, detail))
