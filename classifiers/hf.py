@@ -35,6 +35,7 @@ __all__ = [
     "LoadedModel",
     "Runtime",
     "build_head",
+    "encoder_features",
     "load_encoder",
     "load_model",
 ]
@@ -95,6 +96,19 @@ def pool(states: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor
         return states[:, 0]
     weights = mask.unsqueeze(-1).to(states.dtype)
     return (states * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+def encoder_features(
+    model: nn.Module, spec: HeadSpec, input_ids: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """The head's input: the pooled hidden states of ``spec.layers``, concatenated (also what
+    the ONNX export computes, see ``classifiers/onnx.py``)."""
+    if spec.layers == (-1,):
+        states = [model(input_ids=input_ids, attention_mask=mask).last_hidden_state]
+    else:
+        hidden = model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        states = [hidden[layer] for layer in spec.layers]
+    return torch.cat([pool(s, mask, spec.pooling) for s in states], dim=-1)
 
 
 class LoadedModel:
@@ -189,15 +203,7 @@ class LoadedModel:
         if self.features is not None:
             return self.features(input_ids, mask)
         assert self.model is not None
-        spec = self.spec or HeadSpec(labels=())
-        if spec.layers == (-1,):
-            states = [self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state]
-        else:
-            hidden = self.model(
-                input_ids=input_ids, attention_mask=mask, output_hidden_states=True
-            ).hidden_states
-            states = [hidden[layer] for layer in spec.layers]
-        return torch.cat([pool(s, mask, spec.pooling) for s in states], dim=-1)
+        return encoder_features(self.model, self.spec or HeadSpec(labels=()), input_ids, mask)
 
     def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.head is None:

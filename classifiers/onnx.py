@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from classifiers.hf import HeadSpec, pool
+from classifiers.hf import HeadSpec, encoder_features
 
 __all__ = ["OnnxBuildError", "OnnxEncoder", "ensure_onnx"]
 
@@ -61,11 +61,7 @@ class _Pooled(nn.Module):
         self.spec = spec
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(
-            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True
-        ).hidden_states
-        pooled = [pool(hidden[layer], attention_mask, self.spec.pooling) for layer in self.spec.layers]
-        return torch.cat(pooled, dim=-1)
+        return encoder_features(self.encoder, self.spec, input_ids, attention_mask)
 
 
 def ensure_onnx(encoder_dir: Path, spec: HeadSpec, quantize: str, cache_dir: Path) -> Path:
