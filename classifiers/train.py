@@ -157,7 +157,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.runtime == "onnx":  # the torch-runtime cache keeps its old key
         import onnxruntime
 
-        setting |= {"runtime": "onnx", "onnxruntime": onnxruntime.__version__}
+        from classifiers.onnx import RECIPE
+
+        # Features change with the export's recipe as with the runtime's version.
+        setting |= {"runtime": "onnx", "onnxruntime": onnxruntime.__version__, "onnx_recipe": RECIPE}
     features = FeatureCache(cache_dir / "features", setting)
     with _progress() as bar:
         task = bar.add_task("encoding", total=len(examples))
