@@ -57,8 +57,8 @@ async def reinstate_user(request: Request) -> Response:
     return json_response(_user_body(state, record))
 
 
-def _due(complaint: Any) -> dict[str, Any]:
-    return {"overdue": complaint.status == "open" and complaint.due_at < time.time()}
+def _due(complaint: Complaint) -> dict[str, Any]:
+    return {"overdue": complaint.overdue(time.time())}
 
 
 async def list_complaints(request: Request) -> Response:
