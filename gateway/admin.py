@@ -39,6 +39,7 @@ __all__ = [
 log = logging.getLogger("modgate.admin")
 
 MAX_LIMIT = 500
+#: A note or resolution is a few paragraphs, not a document (the CLI takes the same).
 MAX_TEXT = 4000
 
 

@@ -20,6 +20,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from pydantic import ValidationError
 
+from gateway.admin import MAX_TEXT  # as the admin API: a note is a few paragraphs
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.duties import MIN_RETENTION_S, parse_duration
 from gateway.privacy import Pseudonymizer, pseudonym_key
@@ -48,8 +49,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-#: As the admin API: a note or resolution is a few paragraphs, not a document.
-MAX_TEXT = 4000
 
 incidents_app = typer.Typer(no_args_is_help=True, help="List, show and purge incidents.")
 users_app = typer.Typer(
