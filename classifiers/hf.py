@@ -111,6 +111,37 @@ def encoder_features(
     return torch.cat([pool(s, mask, spec.pooling) for s in states], dim=-1)
 
 
+#: What one more forward pass costs, in padded tokens: on this 2-core CPU a pass of one
+#: 64-token text takes about 7 ms and each further 64-token text about 4.7 ms (ONNX Runtime,
+#: int8), so a pass costs about as much as 36 tokens of compute.
+PASS_TOKENS = 36
+
+
+def length_buckets(lengths: Sequence[int], max_batch: int) -> list[tuple[int, int]]:
+    """Split ascending ``lengths`` into contiguous batches of at most ``max_batch`` that
+    minimise padded tokens plus :data:`PASS_TOKENS` per pass.
+
+    One batch of 32 texts of 8 to 64 tokens pads every text to 64; a few batches of similar
+    lengths do about a third less work. Dynamic programming over the sorted lengths:
+    ``best[i]`` is the least cost of the first ``i`` texts, the last batch ``[j, i)`` costing
+    ``PASS_TOKENS + (i - j) * lengths[i - 1]``.
+    """
+    n = len(lengths)
+    best = [0] + [0] * n
+    cut = [0] * (n + 1)
+    for i in range(1, n + 1):
+        width = lengths[i - 1]
+        best[i], cut[i] = min(
+            (best[j] + PASS_TOKENS + (i - j) * width, j) for j in range(max(0, i - max_batch), i)
+        )
+    spans = []
+    i = n
+    while i > 0:
+        spans.append((cut[i], i))
+        i = cut[i]
+    return spans[::-1]
+
+
 class LoadedModel:
     """A tokenizer and a model that map texts to per-label probabilities."""
 
@@ -121,7 +152,7 @@ class LoadedModel:
         labels: Sequence[str],
         *,
         multi_label: bool,
-        head: nn.Module | None = None,
+        head: Callable[[torch.Tensor], torch.Tensor] | None = None,
         spec: HeadSpec | None = None,
         max_tokens: int = 256,
         stride: int = 64,
@@ -161,11 +192,12 @@ class LoadedModel:
         return list(enc["input_ids"]), owner
 
     def _batches(self, ids: list[list[int]]) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
-        """Windows sorted by length, in batches padded to their own longest window."""
+        """Windows sorted by length, split into the batches that cost least (see
+        :func:`length_buckets`), each padded to its own longest window."""
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        for at in range(0, len(order), self.batch_size):
-            chunk = order[at : at + self.batch_size]
-            width = max(len(ids[i]) for i in chunk)
+        for start, end in length_buckets([len(ids[i]) for i in order], self.batch_size):
+            chunk = order[start:end]
+            width = len(ids[chunk[-1]])
             input_ids = torch.full((len(chunk), width), self._pad, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
             for row, i in enumerate(chunk):
@@ -259,12 +291,16 @@ def load_encoder(
         encoder = AutoModel.from_pretrained(directory, local_files_only=True).eval()
         hidden = int(encoder.config.hidden_size)
         model = quantize_int8(encoder) if quantize else encoder
-    head = None
+    head: Callable[[torch.Tensor], torch.Tensor] | None = None
     if head_weights is not None:
-        head = build_head(hidden * len(spec.layers), spec)
+        mlp = build_head(hidden * len(spec.layers), spec)
         # Stored in float16 to keep the repository small; computed in float32.
-        head.load_state_dict({k: v.float() for k, v in load_file(head_weights).items()})
-        head.eval()
+        mlp.load_state_dict({k: v.float() for k, v in load_file(head_weights).items()})
+        head = mlp.eval()
+        if features is not None:
+            from classifiers.onnx import OnnxHead
+
+            head = OnnxHead(mlp)
     return LoadedModel(
         tokenizer, model, spec.labels, multi_label=True, head=head, spec=spec, max_tokens=max_tokens,
         stride=stride, batch_size=batch_size, features=features, dim=hidden,

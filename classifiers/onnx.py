@@ -3,10 +3,9 @@
 The encoder (with the pooling its head was trained on) is exported to ONNX once, quantised to
 int8 with ONNX Runtime's dynamic quantisation when asked, verified against the torch encoder,
 and kept in the cache folder next to the rebuilt encoder. On this 2-core CPU ORT's int8
-kernels run the encoder about 1.5x faster than torch's, and one 64-token text in half the
-time (benchmarks/classifier.py). A head trained on torch-int8 features loses some accuracy on
-ORT-int8 features (modgate-guard: COLD dev accuracy 0.863 → 0.838), so modgate-guard's
-default stays torch until its head is trained on these features.
+kernels run the encoder about twice as fast as torch's, and one 64-token text in a third of the
+time (benchmarks/classifier.py). A head must be trained on the features of the runtime it runs
+on (int8 moves them a little): modgate-guard's ``head.json`` names ``runtime: onnx``.
 
 Built atomically under a file lock, like the encoder itself: gateway workers that start
 together build it once.
@@ -31,7 +30,7 @@ from torch import nn
 
 from classifiers.hf import HeadSpec, encoder_features
 
-__all__ = ["OnnxBuildError", "OnnxEncoder", "ensure_onnx"]
+__all__ = ["OnnxBuildError", "OnnxEncoder", "OnnxHead", "ensure_onnx"]
 
 MANIFEST = "modgate-onnx.json"
 #: Part of the cache folder's name: a change to how the model is built makes a new one.
@@ -198,6 +197,59 @@ class OnnxEncoder:
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         feeds = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
         return torch.from_numpy(self.session.run(["features"], feeds)[0])
+
+
+class OnnxHead:
+    """A head's MLP (``Linear`` and ``GELU`` layers) in a one-thread ORT session of its own.
+
+    Run by torch, the head woke torch's intra-op threads after every ORT pass; they then
+    competed with ORT's threads for the two cores, and one 64-token text took 10-23 ms instead
+    of 8 (benchmarks/classifier.py). The head is a few hundred thousand multiply-adds, which
+    one thread does in well under a millisecond.
+    """
+
+    def __init__(self, head: nn.Module) -> None:
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+
+        nodes, weights = [], []
+        name = "features"
+        width = 0
+        for i, layer in enumerate(head.modules()):
+            if isinstance(layer, nn.Linear):
+                weight = layer.weight.detach().float().numpy().T.copy()
+                bias = layer.bias.detach().float().numpy()
+                weights += [numpy_helper.from_array(weight, f"w{i}"), numpy_helper.from_array(bias, f"b{i}")]
+                nodes += [helper.make_node("MatMul", [name, f"w{i}"], [f"m{i}"]),
+                          helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"])]  # fmt: skip
+                name, width = f"a{i}", weight.shape[1]
+            elif isinstance(layer, nn.GELU):
+                if layer.approximate != "none":
+                    raise ValueError("OnnxHead computes the exact GELU only")
+                nodes.append(helper.make_node("Gelu", [name], [f"g{i}"], domain="com.microsoft"))
+                name = f"g{i}"
+            elif list(layer.children()) == [] and not isinstance(layer, nn.Identity):
+                raise ValueError(f"OnnxHead cannot compute a {type(layer).__name__} layer")
+        nodes.append(helper.make_node("Identity", [name], ["logits"]))
+        graph = helper.make_graph(
+            nodes, "head", [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", None])],
+            [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", width])], weights,
+        )  # fmt: skip
+        model = helper.make_model(
+            graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+        )
+        onnx.checker.check_model(model)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        feeds = {"features": features.float().numpy()}
+        return torch.from_numpy(self.session.run(["logits"], feeds)[0])
 
 
 if __name__ == "__main__":  # the child process of _build_apart

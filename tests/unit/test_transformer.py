@@ -4,6 +4,7 @@ calibration, windows, batching, cache, and timeouts and ``on_error`` through the
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from pydantic import ValidationError
 
 from classifiers import hf
+from classifiers.onnx import OnnxHead
 from classifiers.registry import builtin_registry
 from classifiers.transformer import LabelMap, TransformerClassifier, calibrate
 from gateway.policy_loader import load_policy
@@ -215,6 +217,7 @@ def test_onnx_runtime_reproduces_the_torch_encoder(
     runtime = hf.Runtime("onnx", tmp_path / "cache")
     model = hf.load_model(headed_layers, quantize=quantize == "int8", runtime=runtime)
     assert model.model is None and model.features is not None  # no torch encoder weights loaded
+    assert isinstance(model.head, OnnxHead)  # torch's threads stay asleep
     built = [p.name for p in (tmp_path / "cache" / "onnx").iterdir() if not p.name.startswith(".")]
     assert len(built) == 1 and f"-L-1_-2-mean-{quantize}-ort" in built[0]
     tolerance = 1e-4 if quantize == "none" else 0.05
@@ -238,3 +241,31 @@ def test_onnx_runtime_through_the_classifier_in_both_languages(headed: Path, tmp
 def test_onnx_runtime_refuses_sequence_classifiers(seqcls: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="encoder \\+ head"):
         hf.load_model(seqcls, runtime=hf.Runtime("onnx", tmp_path))
+
+
+def test_onnx_head_computes_what_the_torch_head_does() -> None:
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(12, 8), torch.nn.GELU(), torch.nn.Linear(8, 3))
+    features = torch.randn(5, 12)
+    with torch.inference_mode():
+        want = mlp(features)
+    assert OnnxHead(mlp)(features).numpy() == pytest.approx(want.numpy(), abs=1e-5)
+    with pytest.raises(ValueError, match="ReLU"):
+        OnnxHead(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU()))
+    with pytest.raises(ValueError, match="exact GELU"):
+        OnnxHead(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.GELU(approximate="tanh")))
+
+
+def test_length_buckets_cover_every_text_once_and_cut_padding() -> None:
+    spread = sorted([8, 9, 10, 12, 20, 22, 24, 40, 41, 44, 60, 62, 64] * 3)
+    spans = hf.length_buckets(spread, max_batch=32)
+    assert spans[0][0] == 0 and spans[-1][1] == len(spread)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
+    assert all(0 < end - start <= 32 for start, end in spans)
+    padded = sum((end - start) * spread[end - 1] for start, end in spans)
+    assert len(spans) > 1 and padded < len(spread) * 64 * 0.75
+    # Equal lengths gain nothing from a split: one pass, up to max_batch texts each.
+    assert hf.length_buckets([64] * 32, max_batch=32) == [(0, 32)]
+    capped = hf.length_buckets([64] * 40, max_batch=16)
+    assert len(capped) == 3 and all(end - start <= 16 for start, end in capped)
+    assert hf.length_buckets([], max_batch=4) == []
