@@ -84,6 +84,27 @@ class Metrics:
             ["action"],
             registry=r,
         )
+        self.stream_first_text_seconds = Histogram(
+            "modgate_stream_first_text_seconds",
+            "Time-to-first-token the gateway adds: first text from the upstream to its release",
+            buckets=_FAST,
+            registry=r,
+        )
+        self.stream_cut_seconds = Histogram(
+            "modgate_stream_cut_seconds",
+            "From the arrival of the text that decided a cut to the upstream's close and to the "
+            "client's final chunk",
+            ["stage", "mode"],
+            buckets=_FAST,
+            registry=r,
+        )
+        self.stream_exposed_chars = Histogram(
+            "modgate_stream_exposed_chars",
+            "Characters of violating text that reached the client before a cut (0 in hold mode)",
+            ["mode"],
+            buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=r,
+        )
         self.stream_cuts = Counter(
             "modgate_stream_cuts_total", "Streams cut by a decision", ["code", "mode"], registry=r
         )

@@ -65,6 +65,15 @@ class StreamingSettings(_Strict):
     context_chars: int = Field(
         64, ge=8, le=4096, description="Released text kept as left context for the next check."
     )
+    model_context_chars: int = Field(
+        200, ge=0, le=8192, description="Left context a model classifier sees before the new text."
+    )
+    passage_chars: int = Field(
+        600,
+        ge=0,
+        le=16384,
+        description="At sentence ends and at the end of a stream, a model sees this much recent text.",
+    )
 
 
 class RefusalSettings(_Strict):

@@ -2,8 +2,9 @@
 
 Text arrives in pieces, waits in ``pending`` until a check covers it, and is released in
 order. The left ``context`` (already released text) is re-checked with the pending text so
-that a term split across pieces is seen whole. Offsets here are absolute: characters since
-the start of the channel's text.
+that a term split across pieces is seen whole; model classifiers get a longer left context,
+and at sentence ends the whole recent passage (``history``). Offsets here are absolute:
+characters since the start of the channel's text.
 """
 
 from __future__ import annotations
@@ -20,14 +21,23 @@ __all__ = ["ChannelKey", "ChannelState"]
 ChannelKey = tuple[int, str, int]
 
 
+#: Characters that end a sentence: there a model sees the whole recent passage.
+SENTENCE_ENDS = frozenset("。！？；….!?;\n")
+
+
 @dataclass
 class ChannelState:
     key: ChannelKey
     context_chars: int
+    #: Released text kept for model windows (``StreamingSettings.passage_chars``).
+    history_chars: int = 0
     #: Absolute offset of the first pending character (= characters released so far).
     released: int = 0
-    context: str = ""
+    #: The tail of the released text, at most ``max(context_chars, history_chars)`` long.
+    history: str = ""
     pending: str = ""
+    #: Absolute end of the text a model has checked (async mode checks behind the release).
+    model_checked: int = 0
     #: Spans (absolute offsets) to replace on release, with the replacement text.
     redactions: list[Span] = field(default_factory=list)
     #: (arrival time, absolute end offset) of each pending piece, for hold-back metrics.
@@ -42,8 +52,30 @@ class ChannelState:
         self.arrivals.append((now, self.released + len(self.pending)))
 
     @property
+    def context(self) -> str:
+        return self.history[-self.context_chars :]
+
+    @property
     def window(self) -> str:
         return self.context + self.pending
+
+    def model_window(self, context_chars: int, *, passage: bool) -> tuple[str, int]:
+        """What a model classifier sees, and its absolute start: the text no model has
+        checked with ``context_chars`` before it, or at a sentence end the whole ``history``.
+
+        In async mode released text waits in ``history`` for the model (``model_checked``);
+        in hold mode nothing is released unchecked and the new text is ``pending``.
+        """
+        first = self.released - len(self.history)
+        new = min(self.model_checked, self.released)
+        start = first if passage else max(first, new - context_chars)
+        return self.history[start - first :] + self.pending, start
+
+    def ends_sentence(self) -> bool:
+        """Whether the text no model has checked holds a sentence end."""
+        new = min(self.model_checked, self.released)
+        tail = self.history[len(self.history) - (self.released - new) :] if self.released > new else ""
+        return any(c in SENTENCE_ENDS for c in tail + self.pending)
 
     @property
     def window_start(self) -> int:
@@ -90,7 +122,9 @@ class ChannelState:
             return []
         done = self.pending[:n]
         self.pending = self.pending[n:]
-        self.context = (self.context + done)[-self.context_chars :]
+        # Text released before a model checked it (async mode) stays until the model has.
+        unchecked = max(0, end - self.model_checked)
+        self.history = (self.history + done)[-max(self.context_chars, self.history_chars + unchecked) :]
         self.released = end
         self.redactions = [s for s in self.redactions if s.end > end]
         now = time.perf_counter()

@@ -4,30 +4,35 @@ Stages: ``upstream bytes → SSE batches (sse.py) → chunks → text per channe
 → one check per batch → rewritten chunks → explicit label (labeling.py), when the policy
 asks for one → SSE bytes``.
 
-``hold`` mode releases a channel's text only after a check covered it and holds back the
-tail that could still complete a term or pattern; ``async`` mode releases at once and checks
-the same text right after. On a stopping decision the guard closes the upstream response
-first (generation stops), records the incident, then sends a final ``content_filter`` chunk
-and ``[DONE]``.
+A check runs as often as the classifiers keep up: while one runs, new events wait in the
+upstream connection, and the next check covers everything that arrived (the upstream reads of
+``sse_batches``). ``hold`` mode releases a channel's text only after every classifier covered
+it and holds back the tail that could still complete a term or pattern. ``async`` mode checks
+keyword lists and patterns inline and releases at once; models check right behind the release
+(one check in flight per stream), and a cut names the delivered span to retract. On a stopping
+decision the guard closes the upstream response first (generation stops), records the
+incident, then sends a final ``content_filter`` chunk and ``[DONE]``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from classifiers.base import Span
 from gateway.errors import UpstreamUnavailable
 from gateway.metrics import Metrics
 from gateway.policy import Action, Policy, severity
-from gateway.screening import Decision, Hit, Segment, screen
+from gateway.screening import Decision, Hit, Segment
 from gateway.stream import chunks as ck
 from gateway.stream.channels import ChannelKey, ChannelState
+from gateway.stream.checks import Found, Verdict, check
 from gateway.stream.labeling import StreamLabel
 from gateway.stream.sse import SSEEvent, encode_data, sse_batches
 
@@ -46,9 +51,14 @@ class Cut:
     segments: list[Segment]
     exposed_chars: int
     offsets: list[list[int]]
+    #: When the text that decided it arrived from the upstream (``time.perf_counter()``).
+    arrived: float = 0.0
+    #: The delivered text a client should take back (async mode): choice, channel, start, end.
+    retract: dict[str, Any] | None = None
 
 
 Recorder = Callable[[Decision, list[Segment], int, list[list[int]]], Awaitable[str | None]]
+_Parsed = list[tuple[SSEEvent, dict[str, Any] | None, dict[ChannelKey, int]]]
 
 
 @dataclass
@@ -70,6 +80,12 @@ class StreamGuard:
     template: dict[str, Any] = field(default_factory=dict)
     #: The explicit label stage; None when the policy asks for none or the answer must be JSON.
     label: StreamLabel | None = None
+    #: The model check running behind the release (async mode), and when its newest text came.
+    behind: asyncio.Task[Verdict] | None = None
+    behind_arrived: float = 0.0
+    #: When the first text arrived from the upstream, until the first text is released.
+    first_text: float | None = None
+    released_any: bool = False
 
     @property
     def hold(self) -> bool:
@@ -78,30 +94,57 @@ class StreamGuard:
     def _channel(self, key: ChannelKey) -> ChannelState:
         state = self.channels.get(key)
         if state is None:
-            state = self.channels[key] = ChannelState(key, self.policy.spec.streaming.context_chars)
+            settings = self.policy.spec.streaming
+            history = max(settings.model_context_chars, settings.passage_chars)
+            state = self.channels[key] = ChannelState(key, settings.context_chars, history)
         return state
 
     async def run(self, upstream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        async for batch in sse_batches(upstream):
-            out, cut, done = await self._batch(batch)
+        batches = sse_batches(upstream)
+        reading: asyncio.Future[list[SSEEvent] | None] | None = None
+        try:
+            while True:
+                if self.behind is not None:
+                    # A model checks behind the release: whichever comes first, its verdict
+                    # or the upstream's next events.
+                    reading = reading or asyncio.ensure_future(_next(batches))
+                    racing: list[asyncio.Future[Any]] = [reading, self.behind]
+                    await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
+                    if self.behind.done():
+                        cut = self._behind_done()
+                        if cut is not None:
+                            yield await self._cut(cut)
+                            return
+                        continue
+                    events, reading = reading.result(), None
+                else:
+                    events = await _next(batches)
+                if events is None:
+                    break
+                out, cut, done = await self._batch(events)
+                if out:
+                    yield out
+                if cut is not None:
+                    yield await self._cut(cut)
+                    return
+                self._start_behind(final=False)
+                if done:
+                    break
+            out, cut = await self._finish()
             if out:
                 yield out
             if cut is not None:
                 yield await self._cut(cut)
                 return
-            if done:
-                break
-        out, cut = await self._finish()
-        if out:
-            yield out
-        if cut is not None:
-            yield await self._cut(cut)
-            return
-        await self._record_soft()
-        yield DONE
+            await self._record_soft()
+            yield DONE
+        finally:
+            for task in (reading, self.behind):
+                if task is not None and not task.done():
+                    task.cancel()
 
     async def _batch(self, events: list[SSEEvent]) -> tuple[bytes, Cut | None, bool]:
-        parsed: list[tuple[SSEEvent, dict[str, Any] | None, dict[ChannelKey, int]]] = []
+        parsed: _Parsed = []
         now = time.perf_counter()
         finishing: set[int] = set()
         for event in events:
@@ -121,11 +164,13 @@ class StreamGuard:
                     state = self._channel(key)
                     state.add(text, now)
                     ends[key] = state.released + len(state.pending)
+                    if self.first_text is None:
+                        self.first_text = now
                 finishing.update(ck.finished_choices(chunk))
             parsed.append((event, chunk, ends))
         done = any(e.data == "[DONE]" for e in events)
         final = {key for key in self.channels if done or key[0] in finishing}
-        cut = await self._check(final)
+        cut = await self._check(final, now)
         if cut is not None:
             return b"", cut, done
         out = self._render(parsed)
@@ -133,57 +178,89 @@ class StreamGuard:
         return out, None, done
 
     async def _finish(self) -> tuple[bytes, Cut | None]:
-        """The upstream ended (with or without ``[DONE]``): a last check with no hold-back."""
+        """The upstream ended (with or without ``[DONE]``): a last check with no hold-back, and
+        in async mode the model's last check on the whole recent passage."""
         if not self.template:
             raise UpstreamUnavailable("the upstream stream ended without a single completion chunk")
-        cut = await self._check(set(self.channels))
+        cut = await self._check(set(self.channels), time.perf_counter())
         if cut is not None:
             return b"", cut
         out = self._leftovers()  # first: the end label goes after the last text
+        if self.behind is not None:
+            await asyncio.wait({self.behind})
+            cut = self._behind_done()
+        if cut is None and self._start_behind(final=True):
+            assert self.behind is not None
+            await asyncio.wait({self.behind})
+            cut = self._behind_done()
+        if cut is not None:
+            return out, cut
         return out + (self.label.flush(self.template) if self.label is not None else b""), None
 
-    async def _check(self, final: set[ChannelKey]) -> Cut | None:
+    async def _check(self, final: set[ChannelKey], now: float) -> Cut | None:
         dirty = [s for s in self.channels.values() if s.pending]
         for state in self.channels.values():
             state.begin_batch()
         if not dirty:
             return None
-        segments = [Segment(s.window, ck.channel_name(s.key), s.key) for s in dirty]
-        decision = await screen(self.policy, segments, "output", self.metrics, cache=False)
-        holdbacks = [0 if (s.key in final or not self.hold) else self._holdback(s.window) for s in dirty]
-        hits = [
-            live
-            for h in decision.hits
-            if (
-                live := _live(
-                    h, len(dirty[h.segment].context), len(segments[h.segment].text) - holdbacks[h.segment]
-                )
-            )
-        ]
-        stopping = [h for h in hits if h.action in ("refuse", "block")]
+        if self.hold:
+            verdict = await check(self.policy, dirty, final, self.metrics, hold=True, kinds="all")
+        else:
+            verdict = await check(self.policy, dirty, final, self.metrics, hold=False, kinds="inline")
+        cut = self._verdict(verdict, now)
+        if cut is None:
+            for state in dirty:
+                state.release_end = verdict.release_ends[state.key]
+        return cut
+
+    def _start_behind(self, *, final: bool) -> bool:
+        """Async mode: start a model check on released text no model has seen, unless one runs."""
+        if self.hold or self.behind is not None or not self.policy.awaited_classifiers:
+            return False
+        unseen = [s for s in self.channels.values() if s.model_checked < s.released]
+        if not unseen:
+            return False
+        keys = {s.key for s in unseen} if final else set()
+        self.behind_arrived = time.perf_counter()
+        self.behind = asyncio.ensure_future(
+            check(self.policy, unseen, keys, self.metrics, hold=False, kinds="awaited")
+        )
+        return True
+
+    def _behind_done(self) -> Cut | None:
+        assert self.behind is not None
+        task, self.behind = self.behind, None
+        try:
+            verdict = task.result()
+        except Exception:  # screen() turns classifier failures into hits; anything else is a bug
+            log.exception("stream model check failed")
+            raise
+        return self._verdict(verdict, self.behind_arrived)
+
+    def _verdict(self, verdict: Verdict, arrived: float) -> Cut | None:
+        """A cut for the stopping hits, else note the soft ones."""
+        stopping = [f for f in verdict.found if f.hit.action in ("refuse", "block")]
         if stopping:
-            action = max((h.action for h in stopping), key=severity)
-            cut_decision = Decision(action, "output", decision.policy, decision.policy_version, tuple(hits))
-            return self._make_cut(cut_decision, stopping, dirty, segments)
-        for hit in hits:
-            self._soft(hit, dirty[hit.segment], segments[hit.segment])
-        for state, holdback in zip(dirty, holdbacks, strict=True):
-            state.release_end = state.safe_release_end(holdback)
+            action = max((f.hit.action for f in stopping), key=severity)
+            hits = tuple(f.hit for f in verdict.found)
+            decision = Decision(
+                action, "output", verdict.decision.policy, verdict.decision.policy_version, hits
+            )
+            return self._make_cut(decision, stopping, verdict.segments, arrived)
+        for found in verdict.found:
+            self._soft(found, verdict.segments[found.hit.segment])
         return None
 
-    def _holdback(self, window: str) -> int:
-        return max((c.holdback(window) for c in self.policy.streaming_classifiers), default=0)
-
-    def _soft(self, hit: Hit, state: ChannelState, segment: Segment) -> None:
+    def _soft(self, found: Found, segment: Segment) -> None:
         """Note a flag or redact hit once per span (a span can be seen by several checks)."""
-        shift = state.window_start
+        hit, state = found.hit, found.state
         spans = []
-        for s in hit.spans:
-            key = (state.key, s.code, s.start + shift, s.end + shift)
+        for s in found.spans:
+            key = (state.key, s.code, s.start, s.end)
             if key not in self.soft_seen:
                 self.soft_seen.add(key)
-                spans.append(Span(s.start + shift, s.end + shift, s.code, s.score, s.detail))
-        if hit.spans and not spans:
+                spans.append(s)
+        if found.spans and not spans:
             return
         if hit.action == "redact":
             state.redactions.extend(s for s in spans if s.end > state.released)
@@ -195,19 +272,22 @@ class StreamGuard:
         self.soft_segments.append(segment)
 
     def _make_cut(
-        self, decision: Decision, stopping: list[Hit], dirty: list[ChannelState], segments: list[Segment]
+        self, decision: Decision, stopping: list[Found], segments: list[Segment], arrived: float
     ) -> Cut:
         exposed = 0
         offsets = []
-        for hit in stopping:
-            state = dirty[hit.segment]
-            for span in hit.spans:
-                start, end = span.start + state.window_start, span.end + state.window_start
-                offsets.append([start, end])
-                exposed += max(0, min(end, state.released) - start)
-        return Cut(decision, segments, exposed, offsets)
+        retract: dict[str, Any] | None = None
+        for found in stopping:
+            state = found.state
+            for span in found.spans:
+                offsets.append([span.start, span.end])
+                shown = max(0, min(span.end, state.released) - span.start)
+                exposed += shown
+                if shown and not self.hold:
+                    retract = _widen(retract, state.key, span.start, min(span.end, state.released))
+        return Cut(decision, segments, exposed, offsets, arrived, retract)
 
-    def _render(self, parsed: list[tuple[SSEEvent, dict[str, Any] | None, dict[ChannelKey, int]]]) -> bytes:
+    def _render(self, parsed: _Parsed) -> bytes:
         out = bytearray()
         redaction = self.policy.spec.refusal.redaction
         for event, chunk, ends in parsed:
@@ -227,6 +307,14 @@ class StreamGuard:
         for state in self.channels.values():
             for wait in state.commit(state.release_end):
                 self.on_holdback(wait)
+        if (
+            not self.released_any
+            and self.first_text is not None
+            and any(s.released for s in self.channels.values())
+        ):
+            self.released_any = True
+            if self.metrics is not None:
+                self.metrics.stream_first_text_seconds.observe(time.perf_counter() - self.first_text)
         return bytes(out)
 
     def _leftovers(self) -> bytes:
@@ -239,14 +327,23 @@ class StreamGuard:
 
     async def _cut(self, cut: Cut) -> bytes:
         await self.close_upstream()
+        closed = time.perf_counter()
         self.on_cut(cut.decision)
         incident_id = await self.record(cut.decision, cut.segments, cut.exposed_chars, cut.offsets)
         await self._record_soft()
         final = ck.cut_chunk(
             self.template, self.channels, self.policy, cut.decision, incident_id, self.finished
         )
+        if cut.retract is not None:
+            final["modgate"]["retract"] = cut.retract
         if self.label is not None:
             self.label.into_cut(final)
+        if self.metrics is not None and cut.arrived:
+            mode = self.policy.spec.streaming.mode
+            cut_seconds = self.metrics.stream_cut_seconds
+            cut_seconds.labels("upstream_closed", mode).observe(closed - cut.arrived)
+            cut_seconds.labels("final_chunk", mode).observe(time.perf_counter() - cut.arrived)
+            self.metrics.stream_exposed_chars.labels(mode).observe(cut.exposed_chars)
         return encode_data(orjson.dumps(final)) + DONE
 
     async def _record_soft(self) -> None:
@@ -259,14 +356,20 @@ class StreamGuard:
         await self.record(decision, self.soft_segments, self.soft_exposed, offsets)
 
 
-def _live(hit: Hit, context_len: int, tail_start: int) -> Hit | None:
-    """The hit with only the spans this check decides, or None when none is left.
+async def _next(batches: AsyncIterator[list[SSEEvent]]) -> list[SSEEvent] | None:
+    with contextlib.suppress(StopAsyncIteration):
+        return await anext(batches)
+    return None
 
-    Spans wholly inside the released context were decided by an earlier check. Spans that end
-    inside the held-back tail may still change (a word-bounded term that turns out to be part
-    of a longer word): that text stays held and the next check decides them.
-    """
-    if not hit.spans:
-        return hit
-    spans = tuple(s for s in hit.spans if context_len < s.end <= tail_start)
-    return replace(hit, spans=spans) if spans else None
+
+def _widen(retract: dict[str, Any] | None, key: ChannelKey, start: int, end: int) -> dict[str, Any]:
+    """The span to retract on the first channel cut, widened over its further spans."""
+    choice, channel, call = key
+    if retract is None:
+        retract = {"choice": choice, "channel": channel, "start": start, "end": end}
+        if call >= 0:
+            retract["tool_call"] = call
+        return retract
+    if (retract["choice"], retract["channel"], retract.get("tool_call", -1)) == key:
+        retract["start"], retract["end"] = min(retract["start"], start), max(retract["end"], end)
+    return retract
