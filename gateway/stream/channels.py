@@ -38,6 +38,8 @@ class ChannelState:
     pending: str = ""
     #: Absolute end of the text a model has checked (async mode checks behind the release).
     model_checked: int = 0
+    #: Absolute end of the text a model last saw as a whole passage.
+    passage_checked: int = 0
     #: Spans (absolute offsets) to replace on release, with the replacement text.
     redactions: list[Span] = field(default_factory=list)
     #: (arrival time, absolute end offset) of each pending piece, for hold-back metrics.

@@ -28,7 +28,7 @@ class Found:
     """A hit this check decides, on the channel it fired on.
 
     ``spans`` are absolute offsets in the channel's text: the hit's own spans, or for a
-    whole-text verdict (a model's) the window it saw.
+    whole-text verdict (a model's) the text no model had checked before.
     """
 
     hit: Hit
@@ -61,18 +61,28 @@ async def check(
     settings = policy.spec.streaming
     local = [Segment(s.window, ck.channel_name(s.key), s.key) for s in states]
     models = bool(policy.awaited_classifiers) and kinds != "inline"
+    # Taken before the await: in async mode more text is released while the model runs, and
+    # only what it was shown counts as checked.
+    ends = [s.released + len(s.pending) for s in states]
+    # Where each channel's unchecked text began: a model's whole-text verdict is laid on it
+    # (what came before was cleared by earlier checks).
+    fresh = [min(s.model_checked, s.released) for s in states]
+    passages = [s.key in final or s.ends_sentence() for s in states]
     windows: list[tuple[str, int]] = []
     if models:
         windows = [
-            s.model_window(settings.model_context_chars, passage=s.key in final or s.ends_sentence())
-            for s in states
+            s.model_window(settings.model_context_chars, passage=p)
+            for s, p in zip(states, passages, strict=True)
         ]
     decision = await screen(
         policy, local, "output", metrics, cache=False,
         model_texts=[w for w, _ in windows] if models else None, kinds=kinds,
     )  # fmt: skip
-    for state in states:
-        state.model_checked = state.released + len(state.pending)
+    if models:
+        for state, end, passage in zip(states, ends, passages, strict=True):
+            state.model_checked = max(state.model_checked, end)
+            if passage:
+                state.passage_checked = max(state.passage_checked, end)
     holdbacks = [0 if (s.key in final or not hold) else _holdback(policy, s.window) for s in states]
     awaited = {c.name for c in policy.awaited_classifiers}
     segments = list(local)
@@ -86,7 +96,11 @@ async def check(
         if hit.classifier in awaited and models:
             text, start = windows[hit.segment]
             hit = replace(hit, segment=hit.segment + len(states))
-            spans = _shifted(hit, start) or (Span(start, start + len(text), hit.code, hit.score),)
+            end = start + len(text)
+            # Laid on the text no model had seen; when there is none (a last look at the
+            # whole passage), on the passage.
+            first = fresh[hit.segment - len(states)]
+            spans = _shifted(hit, start) or (Span(first if first < end else start, end, hit.code, hit.score),)
             found.append(Found(hit, state, spans))
             continue
         tail_start = state.released + len(state.pending) - holdbacks[hit.segment]

@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -113,10 +113,14 @@ class StreamGuard:
                     if self.behind.done():
                         cut = self._behind_done()
                         if cut is not None:
+                            await _stop(reading)
                             yield await self._cut(cut)
                             return
+                        self._start_behind()  # on what was released meanwhile
                         continue
                     events, reading = reading.result(), None
+                elif reading is not None:  # a read started while a model check ran
+                    events, reading = await reading, None
                 else:
                     events = await _next(batches)
                 if events is None:
@@ -127,7 +131,7 @@ class StreamGuard:
                 if cut is not None:
                     yield await self._cut(cut)
                     return
-                self._start_behind(final=False)
+                self._start_behind()
                 if done:
                     break
             out, cut = await self._finish()
@@ -139,9 +143,9 @@ class StreamGuard:
             await self._record_soft()
             yield DONE
         finally:
-            for task in (reading, self.behind):
-                if task is not None and not task.done():
-                    task.cancel()
+            # Awaited, not only cancelled: the read must let go of the upstream before it closes.
+            await _stop(reading)
+            await _stop(self.behind)
 
     async def _batch(self, events: list[SSEEvent]) -> tuple[bytes, Cut | None, bool]:
         parsed: _Parsed = []
@@ -178,54 +182,50 @@ class StreamGuard:
         return out, None, done
 
     async def _finish(self) -> tuple[bytes, Cut | None]:
-        """The upstream ended (with or without ``[DONE]``): a last check with no hold-back, and
-        in async mode the model's last check on the whole recent passage."""
+        """The upstream ended (with or without ``[DONE]``): a last check with no hold-back."""
         if not self.template:
             raise UpstreamUnavailable("the upstream stream ended without a single completion chunk")
         cut = await self._check(set(self.channels), time.perf_counter())
         if cut is not None:
             return b"", cut
         out = self._leftovers()  # first: the end label goes after the last text
-        if self.behind is not None:
-            await asyncio.wait({self.behind})
-            cut = self._behind_done()
-        if cut is None and self._start_behind(final=True):
-            assert self.behind is not None
-            await asyncio.wait({self.behind})
-            cut = self._behind_done()
-        if cut is not None:
-            return out, cut
         return out + (self.label.flush(self.template) if self.label is not None else b""), None
 
     async def _check(self, final: set[ChannelKey], now: float) -> Cut | None:
-        dirty = [s for s in self.channels.values() if s.pending]
+        closing: list[ChannelState] = []
+        if not self.hold and final and self.policy.awaited_classifiers:
+            # Async mode releases text at once but not a choice's end: its finish_reason waits
+            # for the model's verdict on the whole last passage, so a cut can still say
+            # content_filter.
+            if self.behind is not None:
+                await asyncio.wait([self.behind])
+                if (cut := self._behind_done()) is not None:
+                    return cut
+            closing = [s for s in self.channels.values() if s.key in final and s.passage_checked < s.released]
+        dirty = [s for s in self.channels.values() if s.pending or s in closing]
         for state in self.channels.values():
             state.begin_batch()
         if not dirty:
             return None
-        if self.hold:
-            verdict = await check(self.policy, dirty, final, self.metrics, hold=True, kinds="all")
-        else:
-            verdict = await check(self.policy, dirty, final, self.metrics, hold=False, kinds="inline")
+        kinds: Literal["all", "inline"] = "all" if self.hold or closing else "inline"
+        verdict = await check(self.policy, dirty, final, self.metrics, hold=self.hold, kinds=kinds)
         cut = self._verdict(verdict, now)
         if cut is None:
             for state in dirty:
                 state.release_end = verdict.release_ends[state.key]
         return cut
 
-    def _start_behind(self, *, final: bool) -> bool:
+    def _start_behind(self) -> None:
         """Async mode: start a model check on released text no model has seen, unless one runs."""
         if self.hold or self.behind is not None or not self.policy.awaited_classifiers:
-            return False
+            return
         unseen = [s for s in self.channels.values() if s.model_checked < s.released]
         if not unseen:
-            return False
-        keys = {s.key for s in unseen} if final else set()
+            return
         self.behind_arrived = time.perf_counter()
         self.behind = asyncio.ensure_future(
-            check(self.policy, unseen, keys, self.metrics, hold=False, kinds="awaited")
+            check(self.policy, unseen, set(), self.metrics, hold=False, kinds="awaited")
         )
-        return True
 
     def _behind_done(self) -> Cut | None:
         assert self.behind is not None
@@ -360,6 +360,14 @@ async def _next(batches: AsyncIterator[list[SSEEvent]]) -> list[SSEEvent] | None
     with contextlib.suppress(StopAsyncIteration):
         return await anext(batches)
     return None
+
+
+async def _stop(task: asyncio.Future[Any] | None) -> None:
+    if task is None or task.done():
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
 
 
 def _widen(retract: dict[str, Any] | None, key: ChannelKey, start: int, end: int) -> dict[str, Any]:

@@ -1,0 +1,208 @@
+"""The stream guard with a model classifier (awaited, whole-text verdicts, no spans).
+
+The model is a fake at the classifier boundary: it flags texts that contain a needle, logs the
+windows it was shown, and can be held until the test lets it answer. Hold mode: what windows
+the model sees, and that nothing of the flagged text reaches the client. Async mode: text is
+released while the model is still busy, and a cut names the delivered span to retract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from classifiers.base import Scores
+from gateway.metrics import Metrics
+from gateway.policy import Policy, PolicyFile, Rule, StreamingSettings
+from gateway.screening import ERROR_CODE, Decision, Segment
+from gateway.stream.guard import StreamGuard
+from gateway.stream.sse import SSEParser
+
+DONE = b"data: [DONE]\n\n"
+
+
+@dataclass
+class Model:
+    """Flags X.block on texts containing ``needle``; ``gate`` holds each answer until set."""
+
+    name: str = "model"
+    needle: str = "zap"
+    gate: asyncio.Event | None = None
+    fail: Exception | None = None
+    seen: list[str] = field(default_factory=list)
+
+    async def classify(self, texts: Sequence[str]) -> list[Scores]:
+        self.seen.extend(texts)
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        return [Scores(self.name, {"X.block": 1.0 if self.needle in t else 0.0}) for t in texts]
+
+
+def policy(model: Model, mode: str, **streaming: Any) -> Policy:
+    spec = PolicyFile(
+        name="models",
+        rules={"X.block": Rule(input="block", output="block")},
+        streaming=StreamingSettings(mode=mode, **streaming),  # type: ignore[arg-type]
+    )
+    return Policy(spec=spec, classifiers={model.name: model}, version="v", source="x")
+
+
+def content(text: str, finish: str | None = None) -> bytes:
+    chunk = {
+        "id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+        "choices": [{"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish}],
+    }  # fmt: skip
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+@dataclass
+class Run:
+    out: list[bytes]
+    log: list[str]
+    records: list[tuple[Decision, list[Segment], int, list[list[int]]]]
+
+    @property
+    def chunks(self) -> list[dict[str, Any]]:
+        parser = SSEParser()
+        events = [e for raw in self.out for e in parser.feed(raw)]
+        return [json.loads(e.data) for e in events if e.data and e.data != "[DONE]"]
+
+    @property
+    def text(self) -> str:
+        return "".join(c["choices"][0]["delta"].get("content") or "" for c in self.chunks if c["choices"])
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return self.chunks[-1]
+
+
+async def run(policy: Policy, upstream: AsyncGenerator[bytes, None], metrics: Metrics | None = None) -> Run:
+    log: list[str] = []
+    records: list[tuple[Decision, list[Segment], int, list[list[int]]]] = []
+
+    async def record(
+        decision: Decision, segments: list[Segment], exposed: int, offsets: list[list[int]]
+    ) -> str:
+        records.append((decision, segments, exposed, offsets))
+        log.append("record")
+        return "inc_1"
+
+    async def close() -> None:
+        log.append("close")
+
+    out = []
+    async for raw in StreamGuard(policy, record, close, metrics=metrics).run(upstream):
+        out.append(raw)
+        log.append(f"out:{raw.decode()[:60]}")
+    await upstream.aclose()
+    return Run(out, log, records)
+
+
+async def pieces(texts: list[str], *, done: bool = True) -> AsyncGenerator[bytes, None]:
+    for text in texts:
+        yield content(text)
+    yield content("", "stop")
+    if done:
+        yield DONE
+
+
+# --- hold mode -------------------------------------------------------------------------------
+
+
+async def test_hold_model_sees_its_context_and_at_sentence_ends_the_passage() -> None:
+    model = Model()
+    p = policy(model, "hold", model_context_chars=10, passage_chars=40)
+    parts = ["abcdefghij", "klmnopqrst", "uvwxyz. ", "0123456789"]
+    result = await run(p, pieces(parts))
+    assert result.text == "".join(parts)
+    assert model.seen[:4] == [
+        "abcdefghij",
+        "abcdefghijklmnopqrst",  # 10 characters of context before the new text
+        "abcdefghijklmnopqrstuvwxyz. ",  # a sentence ends: the whole passage (up to 40)
+        "stuvwxyz. 0123456789",
+    ]
+    assert result.records == []
+
+
+@pytest.mark.parametrize(
+    ("parts", "lang"),
+    [(["Sure. Here is", " how to zap", " it."], "en"), (["好的。具体", "做法是zap", "这个。"], "zh")],
+)
+async def test_hold_model_flag_cuts_before_the_flagged_text_leaves(parts: list[str], lang: str) -> None:
+    metrics = Metrics()
+    result = await run(policy(Model(), "hold"), pieces(parts), metrics)
+    assert "zap" not in result.text and result.text.startswith(parts[0]), lang
+    assert result.final["choices"][0]["finish_reason"] == "content_filter"
+    assert "retract" not in result.final["modgate"]  # nothing to take back
+    assert result.log.index("close") < result.log.index("record")
+    [(decision, segments, exposed, offsets)] = result.records
+    assert decision.action == "block" and exposed == 0
+    [hit] = decision.hits
+    assert "zap" in segments[hit.segment].text  # the record holds the window the model saw
+    assert offsets == [[len(parts[0]), len("".join(parts[:2]))]]  # the text the model had not seen
+    assert metrics.stream_exposed_chars.labels("hold")._sum.get() == 0
+    assert metrics.stream_cut_seconds.labels("upstream_closed", "hold")._sum.get() > 0
+    assert metrics.stream_first_text_seconds._sum.get() > 0
+
+
+# --- async mode ------------------------------------------------------------------------------
+
+
+async def test_async_releases_while_the_model_checks_and_the_cut_names_what_to_retract() -> None:
+    gate = asyncio.Event()
+    model = Model(gate=gate)
+    log: list[str] = []
+
+    async def upstream() -> AsyncGenerator[bytes, None]:
+        for text in ["Sure. ", "Step one: zap", " the thing."]:
+            yield content(text)
+            await asyncio.sleep(0.01)
+        log.append("all sent")
+        gate.set()  # the model answers only now: everything above was released before it did
+        await asyncio.sleep(5)  # still generating when the cut comes
+        yield content(" more")
+        yield DONE
+
+    result = await run(policy(model, "async"), upstream())
+    delivered = "Sure. Step one: zap the thing."
+    assert result.text.startswith(delivered)
+    assert result.final["choices"][0]["finish_reason"] == "content_filter"
+    retract = result.final["modgate"]["retract"]
+    # The model cleared "Sure. " in its first check; its second saw the rest and flagged it.
+    assert retract == {"choice": 0, "channel": "content", "start": len("Sure. "), "end": len(delivered)}
+    assert result.final["modgate"]["incident_id"] == "inc_1"
+    assert result.log.count("close") == 1 and "more" not in result.text
+    [(_, _, exposed, _)] = result.records
+    assert exposed == len(delivered) - len("Sure. ")
+
+
+async def test_async_model_check_at_stream_end_sees_the_whole_passage() -> None:
+    model = Model(needle="天黑以后zap一下")  # no window before the end holds all of it
+    result = await run(policy(model, "async", model_context_chars=2), pieces(["天黑", "以后", "zap", "一下"]))
+    assert result.text.startswith("天黑以后zap一下")
+    assert model.seen[-1] == "天黑以后zap一下"
+    assert result.final["modgate"]["retract"]["end"] == len("天黑以后zap一下")
+    assert result.final["choices"][0]["finish_reason"] == "content_filter"
+
+
+async def test_async_benign_stream_passes_with_every_text_checked() -> None:
+    model = Model()
+    result = await run(policy(model, "async"), pieces(["Hello ", "there. ", "你好。"]))
+    assert result.text == "Hello there. 你好。"
+    assert result.out[-1].endswith(DONE) and result.records == []
+    assert "你好。" in "".join(model.seen)
+
+
+async def test_async_model_failure_counts_as_the_policys_on_error() -> None:
+    model = Model(fail=RuntimeError("model down"))
+    result = await run(policy(model, "async"), pieces(["Hello ", "there."]))
+    assert result.final["choices"][0]["finish_reason"] == "content_filter"
+    [(decision, _, _, _)] = result.records
+    assert [h.code for h in decision.hits] == [ERROR_CODE]
