@@ -180,6 +180,7 @@ async def _stream(call: _Call, headers: dict[str, str], body: bytes) -> Response
         on_holdback=state.metrics.holdback_seconds.observe,
         on_cut=lambda d: _count_cut(state, d, mode),
         label=StreamLabel(call.explicit) if call.explicit is not None else None,
+        choices=call.chat.n or 1,
     )
 
     return GuardedStreamResponse(

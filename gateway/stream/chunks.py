@@ -21,6 +21,7 @@ from gateway.stream.sse import SSEEvent
 __all__ = [
     "channel_name",
     "cut_chunk",
+    "drop_choices",
     "finished_choices",
     "leftover_chunk",
     "parse_chunk",
@@ -82,6 +83,19 @@ def finished_choices(chunk: Mapping[str, Any]) -> set[int]:
     return {
         int(c.get("index") or 0) for c in _choices(chunk) if isinstance(c, dict) and c.get("finish_reason")
     }
+
+
+def drop_choices(chunk: dict[str, Any], indices: set[int]) -> tuple[dict[str, Any] | None, bool]:
+    """The chunk without the choices of ``indices`` (ended by a cut); None when nothing is left."""
+    choices = _choices(chunk)
+    if not indices or not choices:
+        return chunk, False
+    kept = [c for c in choices if not (isinstance(c, dict) and int(c.get("index") or 0) in indices)]
+    if len(kept) == len(choices):
+        return chunk, False
+    if not kept and not chunk.get("usage"):
+        return None, True
+    return {**chunk, "choices": kept}, True
 
 
 def channel_name(key: ChannelKey) -> str:
@@ -186,11 +200,12 @@ def cut_chunk(
     decision: Decision,
     incident_id: str | None,
     finished: set[int] = frozenset(),  # type: ignore[assignment]
+    only: frozenset[int] | None = None,
 ) -> dict[str, Any]:
     """The final chunk after a cut: the canned reply, ``content_filter``, and why, for every
-    choice that has not finished already."""
+    choice that has not finished already (or for the ``only`` ones a cut ends)."""
     message = policy.spec.refusal.message
-    indices = sorted(({key[0] for key in channels} or {0}) - finished)
+    indices = sorted(only if only is not None else ({key[0] for key in channels} or {0}) - finished)
     choices = []
     for i in indices:
         shown = channels.get((i, "content", -1))

@@ -33,6 +33,7 @@ from gateway.screening import Decision, Hit, Segment
 from gateway.stream import chunks as ck
 from gateway.stream.channels import ChannelKey, ChannelState
 from gateway.stream.checks import Found, Verdict, check
+from gateway.stream.cuts import Cut, make_cut
 from gateway.stream.labeling import StreamLabel
 from gateway.stream.sse import SSEEvent, encode_data, sse_batches
 
@@ -41,20 +42,6 @@ __all__ = ["Cut", "StreamGuard"]
 log = logging.getLogger(__name__)
 
 DONE = b"data: [DONE]\n\n"
-
-
-@dataclass(frozen=True)
-class Cut:
-    """A stopping decision in a stream, with what reached the client."""
-
-    decision: Decision
-    segments: list[Segment]
-    exposed_chars: int
-    offsets: list[list[int]]
-    #: When the text that decided it arrived from the upstream (``time.perf_counter()``).
-    arrived: float = 0.0
-    #: The delivered text a client should take back (async mode): choice, channel, start, end.
-    retract: dict[str, Any] | None = None
 
 
 Recorder = Callable[[Decision, list[Segment], int, list[list[int]]], Awaitable[str | None]]
@@ -83,6 +70,11 @@ class StreamGuard:
     #: The model check running behind the release (async mode), and when its newest text came.
     behind: asyncio.Task[Verdict] | None = None
     behind_arrived: float = 0.0
+    #: Choices the client asked for (``n``); a cut ends the stream when it ends all that go on.
+    choices: int = 1
+    #: Choices ended by a cut while others went on, and those cuts, until they are sent.
+    cut_choices: set[int] = field(default_factory=set)
+    parts: list[Cut] = field(default_factory=list)
     #: When the first text arrived from the upstream, until the first text is released.
     first_text: float | None = None
     released_any: bool = False
@@ -116,6 +108,8 @@ class StreamGuard:
                             await _stop(reading)
                             yield await self._cut(cut)
                             return
+                        if self.parts:
+                            yield await self._emit_parts()
                         self._start_behind()  # on what was released meanwhile
                         continue
                     events, reading = reading.result(), None
@@ -165,20 +159,24 @@ class StreamGuard:
             if chunk is not None:
                 self.template = ck.template_of(chunk, self.template)
                 for key, text in ck.texts(chunk):
+                    if key[0] in self.cut_choices:
+                        continue
                     state = self._channel(key)
                     state.add(text, now)
                     ends[key] = state.released + len(state.pending)
                     if self.first_text is None:
                         self.first_text = now
-                finishing.update(ck.finished_choices(chunk))
+                finishing.update(ck.finished_choices(chunk) - self.cut_choices)
             parsed.append((event, chunk, ends))
         done = any(e.data == "[DONE]" for e in events)
         final = {key for key in self.channels if done or key[0] in finishing}
         cut = await self._check(final, now)
         if cut is not None:
             return b"", cut, done
-        out = self._render(parsed)
-        self.finished |= finishing
+        # A choice cut here ends before the rest of the batch: its text in the batch was
+        # never released, and the usage chunk must stay last.
+        out = await self._emit_parts() + self._render(parsed)
+        self.finished |= finishing - self.cut_choices
         return out, None, done
 
     async def _finish(self) -> tuple[bytes, Cut | None]:
@@ -188,7 +186,7 @@ class StreamGuard:
         cut = await self._check(set(self.channels), time.perf_counter())
         if cut is not None:
             return b"", cut
-        out = self._leftovers()  # first: the end label goes after the last text
+        out = self._leftovers() + await self._emit_parts()  # first: the end label goes last
         return out + (self.label.flush(self.template) if self.label is not None else b""), None
 
     async def _check(self, final: set[ChannelKey], now: float) -> Cut | None:
@@ -201,8 +199,8 @@ class StreamGuard:
                 await asyncio.wait([self.behind])
                 if (cut := self._behind_done()) is not None:
                     return cut
-            closing = [s for s in self.channels.values() if s.key in final and s.passage_checked < s.released]
-        dirty = [s for s in self.channels.values() if s.pending or s in closing]
+            closing = [s for s in self._going() if s.key in final and s.passage_checked < s.released]
+        dirty = [s for s in self._going() if s.pending or s in closing]
         for state in self.channels.values():
             state.begin_batch()
         if not dirty:
@@ -212,14 +210,35 @@ class StreamGuard:
         cut = self._verdict(verdict, now)
         if cut is None:
             for state in dirty:
-                state.release_end = verdict.release_ends[state.key]
+                if state.key[0] not in self.cut_choices:
+                    state.release_end = verdict.release_ends[state.key]
         return cut
+
+    def _going(self) -> list[ChannelState]:
+        return [s for s in self.channels.values() if s.key[0] not in self.cut_choices]
+
+    def _ends_stream(self, cut: Cut) -> bool:
+        going = set(range(self.choices)) | {key[0] for key in self.channels}
+        return going - self.finished - self.cut_choices <= cut.choices
+
+    def _part(self, cut: Cut, verdict: Verdict) -> None:
+        """End the choices ``cut`` names; the others go on (their soft hits are noted)."""
+        self.cut_choices |= cut.choices
+        self.parts.append(cut)
+        for state in self.channels.values():
+            if state.key[0] in cut.choices:
+                state.pending, state.redactions = "", []
+                state.arrivals.clear()
+                state.release_end = state.released
+        for found in verdict.found:
+            if found.state.key[0] not in cut.choices:
+                self._soft(found, verdict.segments[found.hit.segment])
 
     def _start_behind(self) -> None:
         """Async mode: start a model check on released text no model has seen, unless one runs."""
         if self.hold or self.behind is not None or not self.policy.awaited_classifiers:
             return
-        unseen = [s for s in self.channels.values() if s.model_checked < s.released]
+        unseen = [s for s in self._going() if s.model_checked < s.released]
         if not unseen:
             return
         self.behind_arrived = time.perf_counter()
@@ -238,7 +257,8 @@ class StreamGuard:
         return self._verdict(verdict, self.behind_arrived)
 
     def _verdict(self, verdict: Verdict, arrived: float) -> Cut | None:
-        """A cut for the stopping hits, else note the soft ones."""
+        """A cut for the stopping hits when it ends the stream, else note the soft ones (and
+        end the choices a cut names, when other choices go on)."""
         stopping = [f for f in verdict.found if f.hit.action in ("refuse", "block")]
         if stopping:
             action = max((f.hit.action for f in stopping), key=severity)
@@ -246,7 +266,11 @@ class StreamGuard:
             decision = Decision(
                 action, "output", verdict.decision.policy, verdict.decision.policy_version, hits
             )
-            return self._make_cut(decision, stopping, verdict.segments, arrived)
+            cut = make_cut(decision, stopping, verdict.segments, arrived, hold=self.hold)
+            if self._ends_stream(cut):
+                return cut
+            self._part(cut, verdict)
+            return None
         for found in verdict.found:
             self._soft(found, verdict.segments[found.hit.segment])
         return None
@@ -271,22 +295,6 @@ class StreamGuard:
         )
         self.soft_segments.append(segment)
 
-    def _make_cut(
-        self, decision: Decision, stopping: list[Found], segments: list[Segment], arrived: float
-    ) -> Cut:
-        exposed = 0
-        offsets = []
-        retract: dict[str, Any] | None = None
-        for found in stopping:
-            state = found.state
-            for span in found.spans:
-                offsets.append([span.start, span.end])
-                shown = max(0, min(span.end, state.released) - span.start)
-                exposed += shown
-                if shown and not self.hold:
-                    retract = _widen(retract, state.key, span.start, min(span.end, state.released))
-        return Cut(decision, segments, exposed, offsets, arrived, retract)
-
     def _render(self, parsed: _Parsed) -> bytes:
         out = bytearray()
         redaction = self.policy.spec.refusal.redaction
@@ -294,9 +302,13 @@ class StreamGuard:
             if chunk is None:
                 out += event.raw  # comments, keep-alives, non-JSON events pass as they came
                 continue
+            chunk, dropped = ck.drop_choices(chunk, self.cut_choices)
+            if chunk is None:
+                continue
             rewritten, changed = ck.rewrite(chunk, ends, self.channels, redaction)
             if rewritten is None:
                 continue
+            changed = changed or dropped
             if self.label is not None:
                 labels, relabeled = self.label.before(rewritten, self.template)
                 out += labels
@@ -328,11 +340,27 @@ class StreamGuard:
     async def _cut(self, cut: Cut) -> bytes:
         await self.close_upstream()
         closed = time.perf_counter()
+        final = await self._final_chunk(cut, None)
+        if self.metrics is not None and cut.arrived:
+            mode = self.policy.spec.streaming.mode
+            self.metrics.stream_cut_seconds.labels("upstream_closed", mode).observe(closed - cut.arrived)
+        await self._record_soft()
+        return final + DONE
+
+    async def _emit_parts(self) -> bytes:
+        """The final chunks of choices cut while others go on."""
+        out = b""
+        while self.parts:
+            cut = self.parts.pop(0)
+            out += await self._final_chunk(cut, cut.choices)
+        return out
+
+    async def _final_chunk(self, cut: Cut, only: frozenset[int] | None) -> bytes:
         self.on_cut(cut.decision)
         incident_id = await self.record(cut.decision, cut.segments, cut.exposed_chars, cut.offsets)
-        await self._record_soft()
+        finished = self.finished | (self.cut_choices - cut.choices)
         final = ck.cut_chunk(
-            self.template, self.channels, self.policy, cut.decision, incident_id, self.finished
+            self.template, self.channels, self.policy, cut.decision, incident_id, finished, only
         )
         if cut.retract is not None:
             final["modgate"]["retract"] = cut.retract
@@ -340,11 +368,11 @@ class StreamGuard:
             self.label.into_cut(final)
         if self.metrics is not None and cut.arrived:
             mode = self.policy.spec.streaming.mode
-            cut_seconds = self.metrics.stream_cut_seconds
-            cut_seconds.labels("upstream_closed", mode).observe(closed - cut.arrived)
-            cut_seconds.labels("final_chunk", mode).observe(time.perf_counter() - cut.arrived)
+            self.metrics.stream_cut_seconds.labels("final_chunk", mode).observe(
+                time.perf_counter() - cut.arrived
+            )
             self.metrics.stream_exposed_chars.labels(mode).observe(cut.exposed_chars)
-        return encode_data(orjson.dumps(final)) + DONE
+        return encode_data(orjson.dumps(final))
 
     async def _record_soft(self) -> None:
         if not self.soft_hits:
@@ -368,16 +396,3 @@ async def _stop(task: asyncio.Future[Any] | None) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
-
-
-def _widen(retract: dict[str, Any] | None, key: ChannelKey, start: int, end: int) -> dict[str, Any]:
-    """The span to retract on the first channel cut, widened over its further spans."""
-    choice, channel, call = key
-    if retract is None:
-        retract = {"choice": choice, "channel": channel, "start": start, "end": end}
-        if call >= 0:
-            retract["tool_call"] = call
-        return retract
-    if (retract["choice"], retract["channel"], retract.get("tool_call", -1)) == key:
-        retract["start"], retract["end"] = min(retract["start"], start), max(retract["end"], end)
-    return retract

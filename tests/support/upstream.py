@@ -6,7 +6,9 @@ forwards like any other header:
 * ``{"type": "json", "content": "...", "reasoning": "...", "tool_args": "...", "n": 1}``
 * ``{"type": "sse", "deltas": ["a", "b"], "channel": "content"|"reasoning_content"|"tool",
   "delay_ms": 0, "no_done": false, "keepalive": false, "hang_after": null, "split_bytes": false,
-  "n": 1}`` (with ``n`` choices, each delta and the finish go out once per choice, interleaved)
+  "n": 1, "by_choice": null}`` (with ``n`` choices, each delta and the finish go out once per
+  choice, interleaved; ``by_choice`` gives each choice deltas of its own, ``[["a"], ["b"]]``).
+  A request with ``stream_options: {include_usage: true}`` gets the usage chunk at the end.
 * ``{"type": "status", "status": 500, "body": {...} | "text", "headers": {...}}``
 * ``{"type": "slow", "delay_s": 5}`` (answers after a delay)
 * ``{"type": "broken_sse"}`` (a stream that is not SSE), ``{"type": "not_json"}``
@@ -163,7 +165,9 @@ async def _slow(script: dict[str, Any], seen: Seen, body: Any, receive: Receive,
     await _completion({"content": "finally"}, seen, body, send)
 
 
-def _chunk(body: Any, delta: dict[str, Any], finish: str | None = None, index: int = 0) -> bytes:
+def _chunk(
+    body: Any, delta: dict[str, Any], finish: str | None = None, index: int = 0, **extra: Any
+) -> bytes:
     payload = {
         "id": "chatcmpl-mock",
         "object": "chat.completion.chunk",
@@ -171,7 +175,7 @@ def _chunk(body: Any, delta: dict[str, Any], finish: str | None = None, index: i
         "model": _model(body),
         "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
     }
-    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+    return b"data: " + json.dumps({**payload, **extra}).encode() + b"\n\n"
 
 
 def _delta(channel: str, text: str) -> dict[str, Any]:
@@ -227,10 +231,12 @@ async def _stream_body(
         first["tool_calls"] = [
             {"index": 0, "id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": ""}}
         ]
-    choices = range(script.get("n", 1))
+    by_choice = script.get("by_choice")
+    choices = range(len(by_choice) if by_choice else script.get("n", 1))
     for c in choices:
         await emit(_chunk(body, first, index=c))
-    for i, text in enumerate(script.get("deltas", ["Hello", " world"])):
+    rows = list(zip(*by_choice, strict=True)) if by_choice else None
+    for i, text in enumerate(rows or script.get("deltas", ["Hello", " world"])):
         if script.get("hang_after") is not None and i >= script["hang_after"]:
             await asyncio.wait_for(disconnected.wait(), timeout=30)
             raise _Gone
@@ -243,12 +249,16 @@ async def _stream_body(
         if script.get("keepalive"):
             await emit(b": keep-alive\n\n")
         for c in choices:
-            await emit(_chunk(body, _delta(channel, text), index=c))
+            await emit(_chunk(body, _delta(channel, text[c] if rows else text), index=c))
         seen.sent_deltas += 1
         if delay:
             await asyncio.sleep(delay)
     for c in choices:
         await emit(_chunk(body, {}, "tool_calls" if channel == "tool" else "stop", index=c))
+    options = body.get("stream_options") if isinstance(body, dict) else None
+    if isinstance(options, dict) and options.get("include_usage"):
+        usage = {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
+        await emit(_chunk(body, {}, choices=[], usage=usage))
     if not script.get("no_done"):
         await emit(b"data: [DONE]\n\n")
     await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -459,7 +459,7 @@ async def test_two_choices_interleaved(hold: Policy) -> None:
     assert_passed(result)
 
 
-async def test_split_term_in_one_of_two_choices_is_cut(hold: Policy) -> None:
+async def test_split_term_in_one_of_two_choices_ends_that_choice_only(hold: Policy) -> None:
     chunks = [role(0), role(1)]
     for a, b in [("Hi ", "答案"), ("there, ", "是炸"), ("friend", "药配"), (".", "方。"), (" Bye", "再见")]:
         chunks += [content(a, 0), content(b, 1)]
@@ -467,12 +467,29 @@ async def test_split_term_in_one_of_two_choices_is_cut(hold: Policy) -> None:
     result = await guard(hold, chunks)
     assert "炸" not in result.all_text()
     assert result.text(1) == "答案是\n\n" + REFUSAL
-    assert result.text(0).startswith("Hi there, ")
-    assert [c["index"] for c in result.final["choices"]] == [0, 1]
-    assert_cut(result)
-    recorded = result.records[0]
+    assert result.text(0) == "Hi there, friend. Bye"  # the other choice goes on to its end
+    finishes = [
+        (c["index"], c["finish_reason"]) for d in result.chunks for c in d["choices"] if c["finish_reason"]
+    ]
+    assert finishes == [(1, "content_filter"), (0, "stop")]
+    [cut_chunk] = [d for d in result.chunks if "modgate" in d]
+    assert [c["index"] for c in cut_chunk["choices"]] == [1]
+    assert cut_chunk["modgate"]["incident_id"] == "inc_test_1"
+    assert result.events[-1].data == "[DONE]" and result.closes == 0  # generation of choice 0 went on
+    [recorded] = result.records
     [hit] = recorded.decision.hits
     assert recorded.segments[hit.segment].where == (1, "content", -1)
+
+
+async def test_when_every_choice_is_cut_the_upstream_closes(hold: Policy) -> None:
+    chunks = [role(0), role(1), content("a zor", 1), content("blax ", 1), content("说炸药", 0)]
+    chunks += [content("配方", 0), content("more", 0), content("more", 1), chunk({}, "stop", 0), DONE]
+    result = await guard(hold, chunks)
+    assert "zorblax" not in result.all_text() and "炸药" not in result.all_text()
+    cuts = [d for d in result.chunks if "modgate" in d]
+    assert [[c["index"] for c in d["choices"]] for d in cuts] == [[1], [0]]
+    assert result.closes == 1 and result.events[-1].data == "[DONE]"
+    assert "more" not in result.all_text() and len(result.records) == 2
 
 
 async def test_a_term_split_across_two_choices_is_not_a_term(hold: Policy) -> None:
@@ -669,3 +686,17 @@ def _mode(policy: Policy) -> Literal["hold", "async"]:
 def test_fixtures_are_what_they_say(hold: Policy, async_mode: Policy) -> None:
     assert (_mode(hold), _mode(async_mode)) == ("hold", "async")
     assert {"keywords", "pii", "banned-terms"} <= set(hold.classifiers)
+
+
+async def test_a_choice_cut_in_one_read_ends_before_the_usage_chunk(hold: Policy) -> None:
+    chunks = [role(0), role(1), content("fine ", 0), content("zor", 1), content("words", 0)]
+    chunks += [content("blax ", 1), chunk({}, "stop", 0), chunk({}, "stop", 1)]
+    usage = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "test-model"}
+    chunks += [sse({**usage, "choices": [], "usage": {"total_tokens": 12}}), DONE]
+    result = await guard(hold, [b"".join(chunks)])  # one upstream read
+    assert result.chunks[-1]["usage"] == {"total_tokens": 12}
+    assert result.text(0) == "fine words" and result.text(1) == REFUSAL
+    assert [c["finish_reason"] for d in result.chunks for c in d["choices"] if c["finish_reason"]] == [
+        "content_filter",
+        "stop",
+    ]
