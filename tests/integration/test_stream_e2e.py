@@ -9,9 +9,15 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import Gateway, Upstream, mock
+from tests.conftest import TEST_POLICY, Gateway, GatewayFactory, Upstream, mock
 
 MSG = [{"role": "user", "content": "Tell me something."}]
+
+
+@pytest.fixture(params=["hold", "async"])
+def gateway(request: pytest.FixtureRequest, make_gateway: GatewayFactory) -> Gateway:
+    """Every test here runs in both stream modes (the conftest's gateway is hold only)."""
+    return make_gateway(policy=TEST_POLICY.replace("mode: hold", f"mode: {request.param}"))
 
 
 def _stream_text(gateway: Gateway, test_id: str, **script: object) -> tuple[str, list]:
@@ -44,20 +50,29 @@ def test_benign_stream_arrives_whole_and_in_order(gateway: Gateway, upstream: Up
     ],
     ids=["en-2", "en-chars", "zh-3", "fullwidth", "zero-width"],
 )
-def test_split_term_is_cut_with_nothing_exposed(
-    gateway: Gateway, upstream: Upstream, deltas: list, term: str
+def test_split_term_is_cut_with_nothing_exposed_in_hold_mode(
+    gateway: Gateway, request: pytest.FixtureRequest, deltas: list, term: str
 ) -> None:
     test_id = f"split-{term.encode().hex()}"
     text, chunks = _stream_text(gateway, test_id, deltas=deltas, delay_ms=5)
-    for i in range(1, len(term) + 1):  # not even the first part of the term reached the client
-        assert term[:i] not in text or term[:i] in "".join(deltas).split(term)[0]
     assert term not in text
     last = chunks[-1]
     assert last.choices[0].finish_reason == "content_filter"
     note = last.model_extra["modgate"]
     assert note["action"] == "block" and "A.1.d" in note["risks"]
     incident = next(i for i in gateway.incidents() if i.id == note["incident_id"])
-    assert incident.exposed_chars == 0 and incident.direction == "output"
+    assert incident.direction == "output"
+    lead = "".join(deltas).split(term)[0]
+    if request.node.callspec.params["gateway"] == "hold":
+        for i in range(1, len(term) + 1):  # not even the first part of the term reached the client
+            assert term[:i] not in text or term[:i] in lead
+        assert incident.exposed_chars == 0 and "retract" not in note
+    else:  # async: the start of the term was shown at once, and the cut names it
+        retract = note["retract"]
+        assert (
+            retract["start"] == len(lead) and incident.exposed_chars == retract["end"] - retract["start"] > 0
+        )
+        assert text[retract["start"] : retract["end"]] == term[: retract["end"] - retract["start"]]
 
 
 def test_cut_closes_upstream_promptly(gateway: Gateway, upstream: Upstream) -> None:
