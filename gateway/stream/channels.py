@@ -111,7 +111,9 @@ class ChannelState:
             if span.end <= pos or span.start >= end:
                 continue
             out.append(self.pending[pos - self.released : max(pos, span.start) - self.released])
-            if span.start >= start:
+            # A span that began in text an earlier batch showed (an address found only when its
+            # '@' came) has its rest masked by the first piece of this batch.
+            if span.start >= start or (span.start < self.released and start == self.released):
                 out.append(replacement)
             pos = min(span.end, end)
         out.append(self.pending[pos - self.released : end - self.released])

@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
@@ -205,9 +205,15 @@ class StreamGuard:
             state.begin_batch()
         if not dirty:
             return None
-        kinds: Literal["all", "inline"] = "all" if self.hold or closing else "inline"
-        verdict = await check(self.policy, dirty, final, self.metrics, hold=self.hold, kinds=kinds)
+        # Keyword lists and patterns first: their cut closes the upstream without waiting for
+        # a model. In hold mode (and for a choice's end in async mode) models check next.
+        verdict = await check(self.policy, dirty, final, self.metrics, hold=self.hold, kinds="inline")
         cut = self._verdict(verdict, now)
+        if cut is None and (self.hold or closing) and self.policy.awaited_classifiers:
+            going = [s for s in dirty if s.key[0] not in self.cut_choices]
+            if going:
+                model = await check(self.policy, going, final, self.metrics, hold=self.hold, kinds="awaited")
+                cut = self._verdict(model, now)
         if cut is None:
             for state in dirty:
                 if state.key[0] not in self.cut_choices:

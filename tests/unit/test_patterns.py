@@ -292,8 +292,16 @@ def test_holdback_holds_a_grouped_number_from_its_first_group() -> None:
 
 
 def test_holdback_of_a_trailing_word_is_only_that_word(patterns: PatternClassifier) -> None:
-    # An ASCII word may be the start of an e-mail address; only the word itself is held.
-    assert patterns.holdback("see you tomorrow") == len("tomorrow")
+    # A word shaped like an address's local part may be the start of one; only it is held.
+    assert patterns.holdback("write to zhang.wei") == len("zhang.wei")
+    assert patterns.holdback("ask user88") == len("user88")
+    assert patterns.holdback("write to bob@exa") == len("bob@exa")
+
+
+@pytest.mark.parametrize("text", ["see you tomorrow", "the lake", "Hello there"])
+def test_plain_words_are_not_held_as_addresses(patterns: PatternClassifier, text: str) -> None:
+    # Holding every English word back would make every English delta wait for the next.
+    assert patterns.holdback(text) == 0
 
 
 def test_holdback_counts_original_characters(patterns: PatternClassifier) -> None:

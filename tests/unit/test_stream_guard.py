@@ -598,7 +598,7 @@ async def test_split_term_in_reasoning_is_cut(hold: Policy, parts: list[str]) ->
         (["call me at 138", "0013", "8000 today"], "call me at [REDACTED] today", {"A.4.f"}),
         (["请拨打138", "0013", "8000，谢谢"], "请拨打[REDACTED]，谢谢", {"A.4.f"}),
         (["电话１３８", "００１３", "８０００。"], "电话[REDACTED]。", {"A.4.f"}),
-        (["mail ali", "ce@exam", "ple.com now"], "mail [REDACTED] now", {"A.4.f"}),
+        (["mail j.smi", "th@exam", "ple.com now"], "mail [REDACTED] now", {"A.4.f"}),
         (["机密词 and 138", "00138000"], "[REDACTED] and [REDACTED]", {"X.test_redact", "A.4.f"}),
     ],
 )
@@ -613,6 +613,14 @@ async def test_redacted_across_chunks(
     assert {h.code for h in recorded.decision.hits} == codes
     assert recorded.exposed_chars == 0
     assert result.log.index("record") > result.log.index(f"out:{len(result.out) - 2}")
+
+
+async def test_plain_word_shown_before_an_at_sign_is_recorded_as_exposed(hold: Policy) -> None:
+    # Plain words are not held as possible addresses: "ali" is shown, the rest is masked.
+    result = await guard(hold, stream(["mail ali", "ce@exam", "ple.com now"]))
+    assert result.text() == "mail ali[REDACTED] now"
+    [recorded] = result.records
+    assert recorded.decision.action == "redact" and recorded.exposed_chars == len("ali")
 
 
 @pytest.mark.parametrize(

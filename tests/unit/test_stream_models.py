@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ class Model:
     name: str = "model"
     needle: str = "zap"
     gate: asyncio.Event | None = None
+    delay: float = 0.0
     fail: Exception | None = None
     seen: list[str] = field(default_factory=list)
 
@@ -40,6 +42,7 @@ class Model:
         self.seen.extend(texts)
         if self.gate is not None:
             await self.gate.wait()
+        await asyncio.sleep(self.delay)
         if self.fail is not None:
             raise self.fail
         return [Scores(self.name, {"X.block": 1.0 if self.needle in t else 0.0}) for t in texts]
@@ -206,3 +209,25 @@ async def test_async_model_failure_counts_as_the_policys_on_error() -> None:
     assert result.final["choices"][0]["finish_reason"] == "content_filter"
     [(decision, _, _, _)] = result.records
     assert [h.code for h in decision.hits] == [ERROR_CODE]
+
+
+@pytest.mark.parametrize("term", ["zorblax", "炸药配方"])
+async def test_hold_keyword_cut_does_not_wait_for_the_model(term: str) -> None:
+    from pathlib import Path
+
+    from classifiers.registry import builtin_registry
+
+    registry = builtin_registry()
+    terms = registry.build(
+        "terms", "lexicon", registry.validate("lexicon", {"terms": {"X.block": [term]}}, Path.cwd())
+    )
+    model = Model(delay=0.5)
+    p = policy(model, "hold")
+    p = Policy(spec=p.spec, classifiers={"terms": terms, "model": model}, version="v", source="x")
+    started = time.perf_counter()
+    result = await run(p, pieces([term[:3], term[3:] + " x"]))
+    # The model saw the first piece (0.5 s); the keyword cut came without a second model call.
+    assert time.perf_counter() - started < 0.9 and model.seen == [term[:3]]
+    assert term[:3] not in result.text and result.log.count("close") == 1
+    assert result.final["choices"][0]["finish_reason"] == "content_filter"
+    assert result.final["modgate"]["risks"] == ["X.block"]
