@@ -127,22 +127,33 @@ class _Runner:
         self.urls = urls
         self._ids = itertools.count(1)
 
-    def _headers(self, stop: bool) -> dict[str, str]:
-        a = self.args
-        deltas = a.stop_at + a.stop_tail if stop else a.deltas
-        headers = {"x-bench-deltas": str(deltas), "x-bench-interval-ms": f"{a.interval_ms:g}"}
-        if stop:
-            headers["x-bench-stop-at"] = str(a.stop_at)
-        return headers
-
-    async def streams(self, target: str, count: int, stop: bool) -> tuple[list[StreamRecord], dict[int, Any]]:
+    async def streams(
+        self, target: str, count: int, deltas: int, stop_at: int = -1
+    ) -> tuple[list[StreamRecord], dict[int, Any]]:
+        """Run ``count`` concurrent streams through ``target``; their records and upstream traces."""
         a = self.args
         ids = [next(self._ids) for _ in range(count)]
-        deltas = a.stop_at + a.stop_tail if stop else a.deltas
+        headers = {
+            "x-bench-deltas": str(deltas),
+            "x-bench-interval-ms": f"{a.interval_ms:g}",
+            "x-bench-stop-at": str(stop_at),
+        }
         timeout = deltas * a.interval_ms / 1000 + a.stream_timeout
-        records = await run_streams(self.urls[target], ids, self._headers(stop), a.stagger_ms / 1000, timeout)
+        records = await run_streams(self.urls[target], ids, headers, a.stagger_ms / 1000, timeout)
         wait = a.stop_tail * a.interval_ms / 1000 + 2.0
         traces = await asyncio.to_thread(_fetch_traces, self.upstream, set(ids), wait)
+        return records, traces
+
+    async def scenario(self, s: Scenario) -> tuple[list[StreamRecord], dict[int, Any]]:
+        a = self.args
+        if not s.stop:
+            return await self.streams(s.target, s.streams, a.deltas)
+        records: list[StreamRecord] = []
+        traces: dict[int, Any] = {}
+        for _ in range(a.stop_batches):  # short streams: more of them, for a steadier p99
+            recs, trs = await self.streams(s.target, s.streams, a.stop_at + a.stop_tail, a.stop_at)
+            records += recs
+            traces |= trs
         return records, traces
 
     def analyse(
@@ -174,7 +185,7 @@ class _Runner:
     async def run(self, pids: list[int], deadline: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         a = self.args
         for target in self.urls:  # connections, caches and the model's first passes
-            await self.streams(target, min(4, a.streams), stop=False)
+            await self.streams(target, min(4, a.streams), min(30, a.deltas))
         scenarios = _scenarios(list(self.urls), a.streams)
         rng = random.Random(a.seed)
         rounds: list[dict[str, Any]] = []
@@ -187,7 +198,7 @@ class _Runner:
             results: dict[str, Any] = {}
             for s in scenarios:
                 meter = _procs.CpuMeter(pids)
-                records, traces = await self.streams(s.target, s.streams, s.stop)
+                records, traces = await self.scenario(s)
                 pooled[s.name].append((records, traces))
                 results[s.name] = {**self.analyse(s, records, traces), **meter.stop()}
             rounds.append(results)
@@ -203,8 +214,8 @@ class _Runner:
 
     def _round_s(self, scenarios: Sequence[Scenario]) -> float:
         a = self.args
-        flow = a.deltas * a.interval_ms / 1000 + 1.0
-        stop = (a.stop_at + a.stop_tail) * a.interval_ms / 1000 + 1.0
+        flow: float = a.deltas * a.interval_ms / 1000 + 1.0
+        stop: float = ((a.stop_at + a.stop_tail) * a.interval_ms / 1000 + 1.0) * a.stop_batches
         return sum(stop if s.stop else flow for s in scenarios)
 
 
@@ -221,6 +232,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--stop-at", type=int, default=20, help="delta that completes the term (stop scenarios)"
     )
     parser.add_argument("--stop-tail", type=int, default=30, help="benign deltas scripted after it")
+    parser.add_argument(
+        "--stop-batches", type=int, default=3, help="batches of --streams stop streams per round"
+    )
     parser.add_argument("--targets", default=",".join(TARGETS), help=f"subset of {','.join(TARGETS)}")
     parser.add_argument(
         "--out", type=Path, help="JSON file (default: benchmarks/results/stream-<UTC time>.json)"
@@ -235,8 +249,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--targets: the pass-through is the reference, keep 'pass'")
     if not (1 <= args.rounds <= 20 and 1 <= args.streams <= 256 and 2 <= args.deltas <= 10_000):
         parser.error("need 1 <= --rounds <= 20, 1 <= --streams <= 256, 2 <= --deltas <= 10000")
-    if not (args.stop_at >= 1 and args.stop_tail >= 1 and 0 < args.interval_ms <= 1000):
-        parser.error("need --stop-at >= 1, --stop-tail >= 1, 0 < --interval-ms <= 1000")
+    if not (
+        args.stop_at >= 1 and args.stop_tail >= 1 and args.stop_batches >= 1 and 0 < args.interval_ms <= 1000
+    ):
+        parser.error("need --stop-at, --stop-tail, --stop-batches >= 1 and 0 < --interval-ms <= 1000")
     if args.stagger_ms is None:
         args.stagger_ms = args.interval_ms
     return args
