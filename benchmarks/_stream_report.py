@@ -94,13 +94,20 @@ def flow_markdown(summary: Summary) -> str:
             f"| {s['broken_streams']} | {_fmt(lag['p50'])} | {_fmt(lag['p99'])} | {_fmt(lag['max'])} "
             f"| {_fmt(ttft['p50'])} | {_fmt(ttft['p99'])} | {_fmt(s.get('others_cores'))} |"
         )
+    broken = [
+        f"{name}: " + ", ".join(f"{why} x{n}" for why, n in s["broken_by"].items())
+        for name, s in summary.items()
+        if s.get("broken_by")
+    ]
+    if broken:
+        lines += ["", "Broken streams, by what the gateway said: " + "; ".join(broken) + "."]
     return "\n".join(lines)
 
 
 def stop_markdown(summary: Summary) -> str:
     lines = [
-        "| scenario | streams | cut | upstream not closed | close p50 ms | close p99 ms | final chunk p50 ms "
-        "| final chunk p99 ms | term chars exposed | deltas sent after (p50) | garbled |",
+        "| scenario | streams | cut | upstream finished before the cut | close p50 ms | close p99 ms "
+        "| final chunk p50 ms | final chunk p99 ms | term chars exposed | deltas sent after p50 | garbled |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, s in summary.items():

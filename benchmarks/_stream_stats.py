@@ -13,6 +13,7 @@ all shows as a difference from the script from that point on.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,8 @@ class Delivered:
     finish: str | None
     finish_t: int | None
     done: bool
+    #: Why the stream ended early, as the gateway said: the risk codes of a cut, or an error.
+    note: str | None = None
 
 
 def delivered(events: Events) -> Delivered:
@@ -54,6 +57,7 @@ def delivered(events: Events) -> Delivered:
     finish: str | None = None
     finish_t: int | None = None
     done = False
+    note: str | None = None
     for t, payload in events:
         if payload == b"[DONE]":
             done = True
@@ -62,6 +66,12 @@ def delivered(events: Events) -> Delivered:
             chunk: Any = json.loads(payload)
         except ValueError:
             continue
+        if not isinstance(chunk, dict):
+            continue
+        if isinstance(chunk.get("error"), dict):
+            note = note or f"error: {chunk['error'].get('type') or chunk['error'].get('code')}"
+        if isinstance(chunk.get("modgate"), dict):
+            note = note or f"cut: {','.join(chunk['modgate'].get('risks') or ()) or '?'}"
         for choice in chunk.get("choices") or ():
             reason = choice.get("finish_reason")
             text = (choice.get("delta") or {}).get("content")
@@ -72,7 +82,7 @@ def delivered(events: Events) -> Delivered:
             parts.append(text)
             total += len(text)
             pieces.append((t, total))
-    return Delivered("".join(parts), tuple(pieces), finish, finish_t, done)
+    return Delivered("".join(parts), tuple(pieces), finish, finish_t, done, note)
 
 
 def _common_prefix(a: str, b: str) -> int:
@@ -110,6 +120,8 @@ class FlowResult:
     failed: int
     #: Not a clean end: non-200, transport error, a cut, or no ``[DONE]``.
     broken: bool
+    #: Why it broke (None when it did not).
+    reason: str | None = None
 
 
 def flow_result(
@@ -121,7 +133,16 @@ def flow_result(
     failed = sum(a is None for a in arrivals)
     ttft = (got.pieces[0][0] - t_request) / 1e6 if got.pieces else None
     broken = error or status != 200 or got.finish != "stop" or not got.done
-    return FlowResult(lags, ttft, failed, broken)
+    reason = None
+    if broken:
+        reason = got.note or (
+            "transport error"
+            if error
+            else f"status {status}"
+            if status != 200
+            else f"finish {got.finish}, [DONE] {'yes' if got.done else 'missing'}"
+        )
+    return FlowResult(lags, ttft, failed, broken, reason)
 
 
 @dataclass(frozen=True)
@@ -184,6 +205,7 @@ def summarize_flow(results: Sequence[FlowResult]) -> dict[str, Any]:
         "deltas_received": len(lags),
         "failed_deltas": sum(r.failed for r in results),
         "broken_streams": sum(r.broken for r in results),
+        "broken_by": dict(Counter(r.reason for r in results if r.reason is not None).most_common()),
         "lag_ms": _pcts(lags),
         "ttft_ms": _pcts(ttfts),
     }

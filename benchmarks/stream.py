@@ -180,7 +180,8 @@ class _Runner:
             )
             for lang, parity in (("en", 0), ("zh", 1))
         }
-        return {**summarize_flow(flows), "by_language": {k: v["lag_ms"] for k, v in by_language.items()}}
+        detail = {k: {"lag_ms": v["lag_ms"], "broken_by": v["broken_by"]} for k, v in by_language.items()}
+        return {**summarize_flow(flows), "by_language": detail}
 
     async def run(self, pids: list[int], deadline: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         a = self.args
@@ -231,7 +232,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--stop-at", type=int, default=20, help="delta that completes the term (stop scenarios)"
     )
-    parser.add_argument("--stop-tail", type=int, default=30, help="benign deltas scripted after it")
+    parser.add_argument(
+        "--stop-tail", type=int, default=250, help="benign deltas scripted after it (sent until the cut)"
+    )
     parser.add_argument(
         "--stop-batches", type=int, default=3, help="batches of --streams stop streams per round"
     )

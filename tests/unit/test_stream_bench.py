@@ -65,6 +65,11 @@ def test_lost_and_reordered_deltas_count_from_the_first_difference() -> None:
     assert swapped.lags_ms == [1e-6]
     cut_short = flow_result(expected, [0, 0, 0, 0], 0, stream((1, "ab"), done=False), 200, False)
     assert (cut_short.failed, cut_short.broken) == (2, True)
+    note = {"modgate": {"action": "block", "risks": ["X.harmful"]}}
+    final = {**json.loads(chunk("Sorry", "content_filter")), **note}
+    refused = [(1, chunk("a")), (2, json.dumps(final).encode()), (2, b"[DONE]")]
+    cut = flow_result(expected, [0, 0, 0, 0], 0, refused, 200, False)
+    assert (cut.failed, cut.broken, cut.reason) == (3, True, "cut: X.harmful")
 
 
 def test_stop_figures_from_the_violating_delta() -> None:
