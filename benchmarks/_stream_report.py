@@ -90,7 +90,7 @@ def flow_markdown(summary: Summary) -> str:
             continue
         lag, ttft = s["lag_ms"], s["ttft_ms"]
         lines.append(
-            f"| {name} | {s['streams']} | {s['deltas_received']:,} | {s['failed_deltas']} "
+            f"| {name} | {s['streams']} | {s['deltas_received']:,} | {s['failed_deltas']:,} "
             f"| {s['broken_streams']} | {_fmt(lag['p50'])} | {_fmt(lag['p99'])} | {_fmt(lag['max'])} "
             f"| {_fmt(ttft['p50'])} | {_fmt(ttft['p99'])} | {_fmt(s.get('others_cores'))} |"
         )
