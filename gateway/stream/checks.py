@@ -91,23 +91,33 @@ async def check(
             Segment(w, ck.channel_name(s.key), s.key) for s, (w, _) in zip(states, windows, strict=True)
         ]
     found = []
+    #: Per channel, the start of a match that ends in the held-back tail.
+    held: dict[ChannelKey, int] = {}
     for hit in decision.hits:
         state = states[hit.segment]
         if hit.classifier in awaited and models:
             text, start = windows[hit.segment]
             hit = replace(hit, segment=hit.segment + len(states))
             end = start + len(text)
-            # Laid on the text no model had seen; when there is none (a last look at the
-            # whole passage), on the passage.
+            # In hold mode laid on the text no model had seen (what came before was shown
+            # after earlier checks cleared it; with none, a last look at the whole passage, on
+            # the passage). In async mode on the whole window: a client takes back all of it.
             first = fresh[hit.segment - len(states)]
-            spans = _shifted(hit, start) or (Span(first if first < end else start, end, hit.code, hit.score),)
+            first = start if not hold or first >= end else first
+            spans = _shifted(hit, start) or (Span(first, end, hit.code, hit.score),)
             found.append(Found(hit, state, spans))
             continue
         tail_start = state.released + len(state.pending) - holdbacks[hit.segment]
         live = _live(hit, state.window_start, state.released, tail_start)
         if live is not None:
             found.append(Found(live, state, _shifted(live, state.window_start)))
-    release_ends = {s.key: s.safe_release_end(h) for s, h in zip(states, holdbacks, strict=True)}
+        for span in _shifted(hit, state.window_start):
+            if span.end > tail_start:  # decided by the next check: none of it may go out yet
+                held[state.key] = min(held.get(state.key, span.start), span.start)
+    release_ends = {
+        s.key: max(s.released, min(s.safe_release_end(h), held.get(s.key, s.released + len(s.pending))))
+        for s, h in zip(states, holdbacks, strict=True)
+    }
     return Verdict(decision, segments, found, release_ends)
 
 
