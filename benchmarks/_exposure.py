@@ -35,6 +35,8 @@ __all__ = [
     "WholeText",
     "align",
     "control",
+    "delivered_of",
+    "drive",
     "in_mode",
     "load_cases",
     "run_case",
@@ -181,7 +183,9 @@ class Outcome:
         return self.cut or self.redacted
 
 
-async def _drive(policy: Policy, chunks: list[bytes]) -> tuple[list[bytes], list[int]]:
+async def drive(policy: Policy, chunks: list[bytes]) -> tuple[list[bytes], list[int]]:
+    """What the guard sends for an upstream of ``chunks``, and the exposed-character counts of
+    the cuts it recorded."""
     exposed: list[int] = []
 
     async def record(decision: Decision, segments: list[Segment], n: int, offsets: list[list[int]]) -> str:
@@ -200,7 +204,7 @@ async def _drive(policy: Policy, chunks: list[bytes]) -> tuple[list[bytes], list
     return out, exposed
 
 
-def _delivered(out: list[bytes]) -> tuple[str, dict[str, Any] | None]:
+def delivered_of(out: list[bytes]) -> tuple[str, dict[str, Any] | None]:
     """Content that reached the client before any cut, and the cut's ``modgate`` object."""
     parser = SSEParser()
     texts: list[str] = []
@@ -278,8 +282,8 @@ async def run_case(
     for index, (label, pieces) in enumerate(splits(case)):
         if index % every and label != "chars":
             continue
-        out, exposed = await _drive(guarded, stream_chunks(pieces))
-        delivered, note = _delivered(out)
+        out, exposed = await drive(guarded, stream_chunks(pieces))
+        delivered, note = delivered_of(out)
         shown, masked = align(case.text, delivered, redaction, whole.redacted)
         # Whitespace carries nothing, and a space of a masked span cannot be told from the next.
         bad = [p for p in shown if any(s <= p < e for s, e in whole.violating) and not case.text[p].isspace()]
@@ -306,6 +310,6 @@ async def control(policy: Policy, case: Case, mode: Mode, piece: int = PIECE) ->
     guarded = in_mode(policy, mode)
     cuts = []
     for pieces in (_pieces(benign, piece), list(benign)):
-        out, _ = await _drive(guarded, stream_chunks(pieces))
-        cuts.append(_delivered(out)[1] is not None)
+        out, _ = await drive(guarded, stream_chunks(pieces))
+        cuts.append(delivered_of(out)[1] is not None)
     return cuts

@@ -16,73 +16,22 @@ import pytest
 from benchmarks._exposure import (
     Case,
     Mode,
-    Outcome,
-    WholeText,
     align,
     control,
+    delivered_of,
+    drive,
     in_mode,
     load_cases,
-    run_case,
     splits,
     stream_chunks,
-    whole_text,
 )
-from benchmarks._exposure import _delivered as delivered_of
-from benchmarks._exposure import _drive as drive
 from gateway.policy import Policy
 from gateway.policy_loader import load_policy
+from tests.support.exposure import HOLD_LEAKS, LEAK_NUMBER_BEFORE_SPACE, LEAK_TERM_BEFORE_STOP, Runs, params
 
 LEXICON_PATTERNS = Path(__file__).parents[2] / "benchmarks" / "policies" / "lexicon-patterns.yaml"
 CASES = load_cases()
 INLINE = [c for c in CASES if c.kind != "model"]
-
-#: Cases where the guard releases the start of a violating span in hold mode (see the repro
-#: tests below); strict, so the fix turns them into failures to remove from this list.
-LEAK_TERM_BEFORE_STOP = (
-    "hold mode releases the start of a term that ends just before a full stop at the end of a "
-    "chunk: the e-mail pattern holds back only the last word, the term's hit is deferred to the "
-    "next check, and the text before the held tail is released"
-)
-LEAK_NUMBER_BEFORE_SPACE = (
-    "hold mode releases the start of a phone number followed by a space at the end of a chunk: "
-    "the bank-card pattern holds back from the number's second group, the phone hit is deferred "
-    "and its first group is released"
-)
-HOLD_LEAKS = {
-    "en-lexicon-05": LEAK_TERM_BEFORE_STOP,
-    "en-lexicon-18": LEAK_TERM_BEFORE_STOP,
-    "en-lexicon-21": LEAK_TERM_BEFORE_STOP,
-    "zh-pattern-02": LEAK_NUMBER_BEFORE_SPACE,
-    "en-pattern-02": LEAK_NUMBER_BEFORE_SPACE,
-}
-
-
-def _params(cases: list[Case], leaks: dict[str, str]) -> list[object]:
-    return [
-        pytest.param(
-            c, id=c.id, marks=[pytest.mark.xfail(strict=True, reason=leaks[c.id])] if c.id in leaks else []
-        )
-        for c in cases
-    ]
-
-
-class Runs:
-    """Streams each case once per mode for all the tests of this module."""
-
-    def __init__(self, policy: Policy) -> None:
-        self.policy = policy
-        self.wholes: dict[str, WholeText] = {}
-        self.outcomes: dict[tuple[str, Mode], list[Outcome]] = {}
-
-    async def whole(self, case: Case) -> WholeText:
-        if case.id not in self.wholes:
-            self.wholes[case.id] = await whole_text(self.policy, case)
-        return self.wholes[case.id]
-
-    async def get(self, case: Case, mode: Mode) -> list[Outcome]:
-        if (case.id, mode) not in self.outcomes:
-            self.outcomes[case.id, mode] = await run_case(self.policy, case, mode, await self.whole(case))
-        return self.outcomes[case.id, mode]
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +82,7 @@ def test_align_counts_what_the_client_saw(delivered: str, shown: list[int], mask
 # --- every case, every split -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", _params(INLINE, HOLD_LEAKS))
+@pytest.mark.parametrize("case", params(INLINE, HOLD_LEAKS))
 async def test_hold_delivers_no_violating_character(runs: Runs, case: Case) -> None:
     outcomes = await runs.get(case, "hold")
     exposed = {o.split: o.violating_exposed for o in outcomes if o.violating_exposed}
