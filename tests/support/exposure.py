@@ -8,7 +8,14 @@ import pytest
 from benchmarks._exposure import Case, Mode, Outcome, WholeText, run_case, whole_text
 from gateway.policy import Policy
 
-__all__ = ["HOLD_LEAKS", "LEAK_NUMBER_BEFORE_SPACE", "LEAK_TERM_BEFORE_STOP", "Runs", "params"]
+__all__ = [
+    "HOLD_LEAKS",
+    "LEAK_EMAIL_LOCAL_PART",
+    "LEAK_NUMBER_BEFORE_SPACE",
+    "LEAK_TERM_BEFORE_STOP",
+    "Runs",
+    "params",
+]
 
 LEAK_TERM_BEFORE_STOP = (
     "hold mode releases the start of a term that ends just before a full stop at the end of a "
@@ -20,6 +27,11 @@ LEAK_NUMBER_BEFORE_SPACE = (
     "the bank-card pattern holds back from the number's second group, the phone hit is deferred "
     "and its first group is released"
 )
+LEAK_EMAIL_LOCAL_PART = (
+    "hold mode releases the start of an e-mail address split before its '.' or '@': a plain "
+    "word is no longer held back as a possible address (since bb621c2), and the rest of the "
+    "address is masked when it comes"
+)
 #: Cases where some split delivers part of a term or number in hold mode; strict xfails, so the
 #: fix turns them into failures that say to empty this.
 HOLD_LEAKS = {
@@ -28,6 +40,8 @@ HOLD_LEAKS = {
     "en-lexicon-21": LEAK_TERM_BEFORE_STOP,
     "zh-pattern-02": LEAK_NUMBER_BEFORE_SPACE,
     "en-pattern-02": LEAK_NUMBER_BEFORE_SPACE,
+    "zh-pattern-10": LEAK_EMAIL_LOCAL_PART,
+    "en-pattern-10": LEAK_EMAIL_LOCAL_PART,
 }
 
 

@@ -27,7 +27,14 @@ from benchmarks._exposure import (
 )
 from gateway.policy import Policy
 from gateway.policy_loader import load_policy
-from tests.support.exposure import HOLD_LEAKS, LEAK_NUMBER_BEFORE_SPACE, LEAK_TERM_BEFORE_STOP, Runs, params
+from tests.support.exposure import (
+    HOLD_LEAKS,
+    LEAK_EMAIL_LOCAL_PART,
+    LEAK_NUMBER_BEFORE_SPACE,
+    LEAK_TERM_BEFORE_STOP,
+    Runs,
+    params,
+)
 
 LEXICON_PATTERNS = Path(__file__).parents[2] / "benchmarks" / "policies" / "lexicon-patterns.yaml"
 CASES = load_cases()
@@ -138,10 +145,17 @@ async def test_term_before_a_full_stop_at_a_chunk_end_is_not_released_in_part(po
 @pytest.mark.xfail(strict=True, reason=LEAK_NUMBER_BEFORE_SPACE)
 async def test_phone_number_before_a_space_at_a_chunk_end_is_not_released_in_part(policy: Policy) -> None:
     text, _ = await _deliver(policy, ["call 138 0013 8000 ", "now."])
-    assert text == "call [REDACTED] now."  # delivered: "call 138  now."
+    assert text == "call [REDACTED] now."  # delivered: "call 138 [REDACTED] now."
+
+
+@pytest.mark.xfail(strict=True, reason=LEAK_EMAIL_LOCAL_PART)
+async def test_email_split_before_its_dot_is_not_released_in_part(policy: Policy) -> None:
+    text, _ = await _deliver(policy, ["mail zhang", ".wei@example.com now"])
+    assert text == "mail [REDACTED] now"  # delivered: "mail zhang[REDACTED] now"
 
 
 async def test_the_same_without_the_trailing_character_is_held(policy: Policy) -> None:
     """The control for the two above: one character fewer in the chunk and nothing leaks."""
     assert await _deliver(policy, ["women belong in the kitchen", ". Bye."]) == ("", True)
     assert await _deliver(policy, ["call 138 0013 8000", " now."]) == ("call [REDACTED] now.", False)
+    assert await _deliver(policy, ["mail zhang.wei", "@example.com now"]) == ("mail [REDACTED] now", False)
