@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks._exposure import Case, Mode, control, load_cases
+from benchmarks._exposure import Case, Mode, control, delivered_of, drive, in_mode, load_cases, stream_chunks
 from gateway.policy import Policy
 from gateway.policy_loader import load_policy
+from gateway.screening import Segment, screen
 from tests.support.exposure import HOLD_LEAKS, Runs, params
 
 pytestmark = pytest.mark.slow
@@ -29,6 +30,13 @@ MODEL_FRAGMENTS = (
     "hold mode with the model: benign text is cut when a window ends inside a word "
     "('... Then gather ever', '... your last messa' score X.harmful >= 0.5), though the whole "
     "text passes"
+)
+
+MODEL_PASSAGE = (
+    "hold mode: at a sentence end the model sees the whole recent passage, and a benign lead-in "
+    "dilutes a harmful sentence the model flags on its own (zh-model-01: alone X.harmful 0.82, "
+    "after its 79-character lead-in below the threshold), so the sentence is released whole and "
+    "the cut comes only with later text"
 )
 
 
@@ -74,3 +82,32 @@ async def test_async_cut_retracts_what_was_delivered(runs: Runs) -> None:
 async def test_the_benign_text_alone_is_not_cut_in_hold_mode(policy: Policy) -> None:
     cut = [c.id for c in CASES if any(await control(policy, c, "hold"))]
     assert cut == []
+
+
+@pytest.mark.xfail(strict=True, reason=MODEL_PASSAGE)
+async def test_hold_never_delivers_a_whole_harmful_sentence(runs: Runs) -> None:
+    whole = {}
+    for case in (c for c in CASES if c.kind == "model"):
+        full = sum(not ch.isspace() for ch in case.harmful)
+        delivered = [o.split for o in await runs.get(case, "hold") if o.violating_exposed == full]
+        if delivered:
+            whole[case.id] = delivered
+    assert whole == {}
+
+
+ZH_MODEL_01 = next(c for c in CASES if c.id == "zh-model-01")
+
+
+async def test_the_sentence_alone_is_flagged(policy: Policy) -> None:
+    """The premise of the next test."""
+    decision = await screen(policy, [Segment(ZH_MODEL_01.harmful, "content")], "output", cache=False)
+    assert decision.action == "block"
+
+
+@pytest.mark.xfail(strict=True, reason=MODEL_PASSAGE)
+async def test_a_sentence_the_model_flags_alone_is_held_after_a_benign_lead_in(policy: Policy) -> None:
+    case = ZH_MODEL_01
+    out, _ = await drive(in_mode(policy, "hold"), stream_chunks([case.lead_in, case.harmful, case.tail]))
+    text, note = delivered_of(out)
+    assert note is not None  # cut, but only on the tail
+    assert case.harmful not in text
