@@ -11,35 +11,19 @@ from gateway.policy import Policy
 __all__ = [
     "HOLD_LEAKS",
     "LEAK_EMAIL_LOCAL_PART",
-    "LEAK_NUMBER_BEFORE_SPACE",
-    "LEAK_TERM_BEFORE_STOP",
     "Runs",
     "params",
 ]
 
-LEAK_TERM_BEFORE_STOP = (
-    "hold mode releases the start of a term that ends just before a full stop at the end of a "
-    "chunk: the e-mail pattern holds back only the last word, the term's hit is deferred to the "
-    "next check, and the text before the held tail is released"
-)
-LEAK_NUMBER_BEFORE_SPACE = (
-    "hold mode releases the start of a phone number followed by a space at the end of a chunk: "
-    "the bank-card pattern holds back from the number's second group, the phone hit is deferred "
-    "and its first group is released"
-)
 LEAK_EMAIL_LOCAL_PART = (
-    "hold mode releases the start of an e-mail address split before its '.' or '@': a plain "
-    "word is no longer held back as a possible address (since bb621c2), and the rest of the "
-    "address is masked when it comes"
+    "accepted trade-off: hold mode releases a plain word before an e-mail address's '.' or '@' "
+    "turns it into one (holding every English word back as a possible address delayed every "
+    "English delta by one delta); the rest of the address is masked and the incident records "
+    "the characters shown"
 )
 #: Cases where some split delivers part of a term or number in hold mode; strict xfails, so the
 #: fix turns them into failures that say to empty this.
 HOLD_LEAKS = {
-    "en-lexicon-05": LEAK_TERM_BEFORE_STOP,
-    "en-lexicon-18": LEAK_TERM_BEFORE_STOP,
-    "en-lexicon-21": LEAK_TERM_BEFORE_STOP,
-    "zh-pattern-02": LEAK_NUMBER_BEFORE_SPACE,
-    "en-pattern-02": LEAK_NUMBER_BEFORE_SPACE,
     "zh-pattern-10": LEAK_EMAIL_LOCAL_PART,
     "en-pattern-10": LEAK_EMAIL_LOCAL_PART,
 }

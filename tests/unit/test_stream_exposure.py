@@ -30,8 +30,6 @@ from gateway.policy_loader import load_policy
 from tests.support.exposure import (
     HOLD_LEAKS,
     LEAK_EMAIL_LOCAL_PART,
-    LEAK_NUMBER_BEFORE_SPACE,
-    LEAK_TERM_BEFORE_STOP,
     Runs,
     params,
 )
@@ -135,17 +133,15 @@ async def _deliver(policy: Policy, pieces: list[str]) -> tuple[str, bool]:
     return text, note is not None
 
 
-@pytest.mark.xfail(strict=True, reason=LEAK_TERM_BEFORE_STOP)
 async def test_term_before_a_full_stop_at_a_chunk_end_is_not_released_in_part(policy: Policy) -> None:
     text, cut = await _deliver(policy, ["women belong in the kitchen.", " Bye."])
     assert cut
-    assert text == ""  # delivered: "women belong in the "
+    assert text == ""  # a match ending in the held tail holds back from its start
 
 
-@pytest.mark.xfail(strict=True, reason=LEAK_NUMBER_BEFORE_SPACE)
 async def test_phone_number_before_a_space_at_a_chunk_end_is_not_released_in_part(policy: Policy) -> None:
     text, _ = await _deliver(policy, ["call 138 0013 8000 ", "now."])
-    assert text == "call [REDACTED] now."  # delivered: "call 138 [REDACTED] now."
+    assert text == "call [REDACTED] now."
 
 
 @pytest.mark.xfail(strict=True, reason=LEAK_EMAIL_LOCAL_PART)
