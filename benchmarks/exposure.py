@@ -39,6 +39,7 @@ RESULTS = Path(__file__).parent / "results"
 POLICIES = {
     "default": "default",
     "lexicon": str(Path(__file__).parent / "policies" / "lexicon-patterns.yaml"),
+    "model-block": str(Path(__file__).parent / "policies" / "model-output-block.yaml"),
 }
 MODES: tuple[Mode, ...] = ("hold", "async")
 

@@ -157,15 +157,13 @@ async def screen(
     metrics: Metrics | None = None,
     *,
     cache: bool = True,
-    model_texts: Sequence[str] | None = None,
     kinds: Literal["all", "inline", "awaited"] = "all",
 ) -> Decision:
     """Run every classifier of the policy over the segments and apply its rules.
 
     ``cache=False`` for texts that will not come again (stream windows), so they do not push
-    the repeated ones out of the cache. ``model_texts`` (one per segment) is what the awaited
-    classifiers (models) see instead of the segments' texts: a stream gives them a longer
-    window than the keyword lists need. ``kinds`` runs only the inline or the awaited ones.
+    the repeated ones out of the cache. ``kinds`` runs only the inline classifiers or only the
+    awaited ones (a stream checks keyword lists before it waits for a model).
     """
     texts = [s.text for s in segments]
     inline = policy.inline_classifiers if kinds != "awaited" else ()
@@ -176,11 +174,10 @@ async def screen(
     lru = policy.scan_cache if cache else None
     results = _run_inline(inline, texts, lru, metrics) if inline else []
     timeout = policy.spec.classifier_timeout_s
-    seen = list(model_texts) if model_texts is not None else texts
     if len(awaited) == 1:
-        results.append(await _run(awaited[0], seen, timeout, metrics))
+        results.append(await _run(awaited[0], texts, timeout, metrics))
     elif awaited:
-        results.extend(await asyncio.gather(*(_run(c, seen, timeout, metrics) for c in awaited)))
+        results.extend(await asyncio.gather(*(_run(c, texts, timeout, metrics) for c in awaited)))
     hits: list[Hit] = []
     scores: list[dict[str, float]] = [{} for _ in texts]
     for name, result in zip(names, results, strict=True):

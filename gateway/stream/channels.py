@@ -70,8 +70,28 @@ class ChannelState:
         """
         first = self.released - len(self.history)
         new = min(self.model_checked, self.released)
-        start = first if passage else max(first, new - context_chars)
+        reach = self.released + len(self.pending) - self.history_chars if passage else new - context_chars
+        start = max(first, min(new, reach))
         return self.history[start - first :] + self.pending, start
+
+    def last_sentence(self) -> tuple[str, int]:
+        """The last whole sentence of the recent text (up to its last sentence end), and its
+        absolute start; empty when the recent text holds no sentence end."""
+        text = self.history + self.pending
+        k = len(text) - 1
+        while k >= 0 and text[k] not in SENTENCE_ENDS:
+            k -= 1
+        if k < 0:
+            return "", 0
+        i = k
+        while i > 0 and text[i - 1] in SENTENCE_ENDS:
+            i -= 1
+        j = i
+        while j > 0 and text[j - 1] not in SENTENCE_ENDS:
+            j -= 1
+        while j < i and text[j].isspace():
+            j += 1
+        return text[j : k + 1], self.released - len(self.history) + j
 
     def ends_sentence(self) -> bool:
         """Whether the text no model has checked holds a sentence end."""

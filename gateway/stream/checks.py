@@ -11,7 +11,6 @@ whole, not only by its last words.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
 
 from classifiers.base import Span
 from gateway.metrics import Metrics
@@ -20,7 +19,7 @@ from gateway.screening import Decision, Hit, Segment, screen
 from gateway.stream import chunks as ck
 from gateway.stream.channels import ChannelKey, ChannelState
 
-__all__ = ["Found", "Verdict", "check"]
+__all__ = ["Found", "Verdict", "check_lists", "check_models"]
 
 
 @dataclass(frozen=True)
@@ -39,74 +38,26 @@ class Found:
 @dataclass(frozen=True)
 class Verdict:
     decision: Decision
-    #: Texts the hits point into: the keyword windows, then the model windows.
+    #: Texts the hits point into.
     segments: list[Segment]
     found: list[Found]
     #: Per checked channel: the absolute end of what may be released.
     release_ends: dict[ChannelKey, int]
 
 
-async def check(
-    policy: Policy,
-    states: list[ChannelState],
-    final: set[ChannelKey],
-    metrics: Metrics | None,
-    *,
-    hold: bool,
-    kinds: Literal["all", "inline", "awaited"],
+async def check_lists(
+    policy: Policy, states: list[ChannelState], final: set[ChannelKey], metrics: Metrics | None, *, hold: bool
 ) -> Verdict:
-    """Screen ``states``' new text. ``final`` channels end here: no tail is held back and
-    models see the whole passage. In hold mode the new text is ``pending``; in async mode
-    (``kinds="awaited"``) it is what was released before a model saw it."""
-    settings = policy.spec.streaming
-    local = [Segment(s.window, ck.channel_name(s.key), s.key) for s in states]
-    models = bool(policy.awaited_classifiers) and kinds != "inline"
-    # Taken before the await: in async mode more text is released while the model runs, and
-    # only what it was shown counts as checked.
-    ends = [s.released + len(s.pending) for s in states]
-    # Where each channel's unchecked text began: a model's whole-text verdict is laid on it
-    # (what came before was cleared by earlier checks).
-    fresh = [min(s.model_checked, s.released) for s in states]
-    passages = [s.key in final or s.ends_sentence() for s in states]
-    windows: list[tuple[str, int]] = []
-    if models:
-        windows = [
-            s.model_window(settings.model_context_chars, passage=p)
-            for s, p in zip(states, passages, strict=True)
-        ]
-    decision = await screen(
-        policy, local, "output", metrics, cache=False,
-        model_texts=[w for w, _ in windows] if models else None, kinds=kinds,
-    )  # fmt: skip
-    if models:
-        for state, end, passage in zip(states, ends, passages, strict=True):
-            state.model_checked = max(state.model_checked, end)
-            if passage:
-                state.passage_checked = max(state.passage_checked, end)
+    """Keyword lists and patterns on ``states``' pending text with its left context. ``final``
+    channels end here: no tail is held back."""
+    segments = [Segment(s.window, ck.channel_name(s.key), s.key) for s in states]
+    decision = await screen(policy, segments, "output", metrics, cache=False, kinds="inline")
     holdbacks = [0 if (s.key in final or not hold) else _holdback(policy, s.window) for s in states]
-    awaited = {c.name for c in policy.awaited_classifiers}
-    segments = list(local)
-    if models:
-        segments += [
-            Segment(w, ck.channel_name(s.key), s.key) for s, (w, _) in zip(states, windows, strict=True)
-        ]
     found = []
     #: Per channel, the start of a match that ends in the held-back tail.
     held: dict[ChannelKey, int] = {}
     for hit in decision.hits:
         state = states[hit.segment]
-        if hit.classifier in awaited and models:
-            text, start = windows[hit.segment]
-            hit = replace(hit, segment=hit.segment + len(states))
-            end = start + len(text)
-            # In hold mode laid on the text no model had seen (what came before was shown
-            # after earlier checks cleared it; with none, a last look at the whole passage, on
-            # the passage). In async mode on the whole window: a client takes back all of it.
-            first = fresh[hit.segment - len(states)]
-            first = start if not hold or first >= end else first
-            spans = _shifted(hit, start) or (Span(first, end, hit.code, hit.score),)
-            found.append(Found(hit, state, spans))
-            continue
         tail_start = state.released + len(state.pending) - holdbacks[hit.segment]
         live = _live(hit, state.window_start, state.released, tail_start)
         if live is not None:
@@ -118,6 +69,49 @@ async def check(
         s.key: max(s.released, min(s.safe_release_end(h), held.get(s.key, s.released + len(s.pending))))
         for s, h in zip(states, holdbacks, strict=True)
     }
+    return Verdict(decision, segments, found, release_ends)
+
+
+async def check_models(
+    policy: Policy, states: list[ChannelState], final: set[ChannelKey], metrics: Metrics | None, *, hold: bool
+) -> Verdict:
+    """Model classifiers on the text no model has seen, with ``model_context_chars`` before it;
+    at a sentence end and for ``final`` channels, on the whole recent passage and on the last
+    sentence alone (a benign lead-in dilutes a harmful sentence in the passage's verdict). In
+    hold mode the new text is ``pending``; in async mode what was released before a model saw it.
+    """
+    settings = policy.spec.streaming
+    # Taken before the await: in async mode more text is released while the model runs, and
+    # only what it was shown counts as checked.
+    ends = [s.released + len(s.pending) for s in states]
+    # Where each channel's unchecked text began: in hold mode a verdict is laid on it (what
+    # came before was shown after earlier checks cleared it).
+    fresh = [min(s.model_checked, s.released) for s in states]
+    passages = [s.key in final or s.ends_sentence() for s in states]
+    #: (channel index, text, absolute start) per text the models see.
+    seen: list[tuple[int, str, int]] = []
+    for i, (state, passage) in enumerate(zip(states, passages, strict=True)):
+        text, start = state.model_window(settings.model_context_chars, passage=passage)
+        seen.append((i, text, start))
+        sentence, at = state.last_sentence() if passage else ("", 0)
+        if sentence and sentence != text.strip():
+            seen.append((i, sentence, at))
+    segments = [Segment(text, ck.channel_name(states[i].key), states[i].key) for i, text, _ in seen]
+    decision = await screen(policy, segments, "output", metrics, cache=False, kinds="awaited")
+    for state, end, passage in zip(states, ends, passages, strict=True):
+        state.model_checked = max(state.model_checked, end)
+        if passage:
+            state.passage_checked = max(state.passage_checked, end)
+    found = []
+    for hit in decision.hits:
+        i, text, start = seen[hit.segment]
+        end = start + len(text)
+        # In async mode a client takes back all the model saw; in hold mode the verdict is laid
+        # on the new text (or, for a last look at the whole passage, on the passage).
+        first = fresh[i] if hold and fresh[i] < end else start
+        spans = _shifted(hit, start) or (Span(first, end, hit.code, hit.score),)
+        found.append(Found(hit, states[i], spans))
+    release_ends = {s.key: s.released + len(s.pending) for s in states}
     return Verdict(decision, segments, found, release_ends)
 
 

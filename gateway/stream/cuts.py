@@ -35,19 +35,31 @@ class Cut:
 def make_cut(
     decision: Decision, stopping: list[Found], segments: list[Segment], arrived: float, *, hold: bool
 ) -> Cut:
-    exposed = 0
     offsets = []
     retract: dict[str, Any] | None = None
+    shown: dict[ChannelKey, list[tuple[int, int]]] = {}
     for found in stopping:
         state = found.state
         for span in found.spans:
             offsets.append([span.start, span.end])
-            shown = max(0, min(span.end, state.released) - span.start)
-            exposed += shown
-            if shown and not hold:
-                retract = _widen(retract, state.key, span.start, min(span.end, state.released))
+            if span.start < state.released:
+                shown.setdefault(state.key, []).append((span.start, min(span.end, state.released)))
+                if not hold:
+                    retract = _widen(retract, state.key, span.start, min(span.end, state.released))
+    # Several hits can lie on the same text (a model's passage and its last sentence).
+    exposed = sum(_covered(spans) for spans in shown.values())
     choices = frozenset(f.state.key[0] for f in stopping)
     return Cut(decision, segments, exposed, offsets, arrived, retract, choices)
+
+
+def _covered(spans: list[tuple[int, int]]) -> int:
+    total, reach = 0, -1
+    for start, end in sorted(spans):
+        start = max(start, reach)
+        if end > start:
+            total += end - start
+            reach = end
+    return total
 
 
 def _widen(retract: dict[str, Any] | None, key: ChannelKey, start: int, end: int) -> dict[str, Any]:

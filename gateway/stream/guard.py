@@ -32,7 +32,7 @@ from gateway.policy import Action, Policy, severity
 from gateway.screening import Decision, Hit, Segment
 from gateway.stream import chunks as ck
 from gateway.stream.channels import ChannelKey, ChannelState
-from gateway.stream.checks import Found, Verdict, check
+from gateway.stream.checks import Found, Verdict, check_lists, check_models
 from gateway.stream.cuts import Cut, make_cut
 from gateway.stream.labeling import StreamLabel
 from gateway.stream.sse import SSEEvent, encode_data, sse_batches
@@ -191,15 +191,17 @@ class StreamGuard:
 
     async def _check(self, final: set[ChannelKey], now: float) -> Cut | None:
         closing: list[ChannelState] = []
-        if not self.hold and final and self.policy.awaited_classifiers:
-            # Async mode releases text at once but not a choice's end: its finish_reason waits
-            # for the model's verdict on the whole last passage, so a cut can still say
-            # content_filter.
+        if final and self.policy.awaited_classifiers:
+            # A choice's end: models look at its whole last passage (in hold mode too, where
+            # all may have been released: a cut still ends it content_filter and is recorded).
+            # In async mode its finish_reason waits for that look.
             if self.behind is not None:
                 await asyncio.wait([self.behind])
                 if (cut := self._behind_done()) is not None:
                     return cut
-            closing = [s for s in self._going() if s.key in final and s.passage_checked < s.released]
+            closing = [
+                s for s in self._going() if s.key in final and s.passage_checked < s.released + len(s.pending)
+            ]
         dirty = [s for s in self._going() if s.pending or s in closing]
         for state in self.channels.values():
             state.begin_batch()
@@ -207,12 +209,12 @@ class StreamGuard:
             return None
         # Keyword lists and patterns first: their cut closes the upstream without waiting for
         # a model. In hold mode (and for a choice's end in async mode) models check next.
-        verdict = await check(self.policy, dirty, final, self.metrics, hold=self.hold, kinds="inline")
+        verdict = await check_lists(self.policy, dirty, final, self.metrics, hold=self.hold)
         cut = self._verdict(verdict, now)
         if cut is None and (self.hold or closing) and self.policy.awaited_classifiers:
             going = [s for s in dirty if s.key[0] not in self.cut_choices]
             if going:
-                model = await check(self.policy, going, final, self.metrics, hold=self.hold, kinds="awaited")
+                model = await check_models(self.policy, going, final, self.metrics, hold=self.hold)
                 cut = self._verdict(model, now)
         if cut is None:
             for state in dirty:
@@ -249,7 +251,7 @@ class StreamGuard:
             return
         self.behind_arrived = time.perf_counter()
         self.behind = asyncio.ensure_future(
-            check(self.policy, unseen, set(), self.metrics, hold=False, kinds="awaited")
+            check_models(self.policy, unseen, set(), self.metrics, hold=False)
         )
 
     def _behind_done(self) -> Cut | None:

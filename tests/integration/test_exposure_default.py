@@ -1,5 +1,8 @@
-"""The streamed adversarial set through the stream guard with the bundled default policy, its model
-included (built on first use, ~1 min): every split of every case, in both modes.
+"""The streamed adversarial set through the stream guard with the bundled default policy's
+classifiers, its model included (built on first use, ~1 min): every split of every case, in both
+modes. The policy is ``benchmarks/policies/model-output-block.yaml``: the default, with its
+request classifiers (X.harmful, X.illegal_request) blocking output as well, since the default
+only flags them on output and the set's model cases are what they catch.
 
 The unit test (tests/unit/test_stream_exposure.py) does the same with the lists and patterns
 alone. Here the model can cut too; a model's verdict has no span, so for ``model`` cases what
@@ -7,6 +10,8 @@ the client saw is measured against the whole harmful passage (see benchmarks/_ex
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -21,11 +26,6 @@ pytestmark = pytest.mark.slow
 CASES = load_cases()
 INLINE = [c for c in CASES if c.kind != "model"]
 
-MODEL_RETRACT = (
-    "async mode: a model's cut retracts only the text no model had seen, so a harmful sentence "
-    "whose first part an earlier model check cleared keeps that part on the client's screen "
-    "(and when the model's cut comes first, a delivered half term is not retracted either)"
-)
 MODEL_FRAGMENTS = (
     "hold mode with the model: benign text is cut when a window ends inside a word "
     "('... Then gather ever', '... your last messa' score X.harmful >= 0.5), though the whole "
@@ -33,16 +33,15 @@ MODEL_FRAGMENTS = (
 )
 
 MODEL_PASSAGE = (
-    "hold mode: at a sentence end the model sees the whole recent passage, and a benign lead-in "
-    "dilutes a harmful sentence the model flags on its own (zh-model-01: alone X.harmful 0.82, "
-    "after its 79-character lead-in below the threshold), so the sentence is released whole and "
-    "the cut comes only with later text"
+    "hold mode: the model's verdicts on windows are not those on the whole text. zh-model-09's "
+    "sentence passes as the stream's passage and alone, and only the whole text with the benign "
+    "tail after it is flagged: the sentence goes out whole and the cut comes with the tail"
 )
 
 
 @pytest.fixture(scope="module")
 def policy() -> Policy:
-    return load_policy("default")
+    return load_policy(Path(__file__).parents[2] / "benchmarks" / "policies" / "model-output-block.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +66,6 @@ async def test_every_case_flagged_whole_is_stopped_in_every_split(runs: Runs, ca
         assert all(not o.guard_exposed for o in outcomes if case.id not in HOLD_LEAKS)
 
 
-@pytest.mark.xfail(strict=True, reason=MODEL_RETRACT)
 async def test_async_cut_retracts_what_was_delivered(runs: Runs) -> None:
     misses = {}
     for case in CASES:
@@ -104,7 +102,6 @@ async def test_the_sentence_alone_is_flagged(policy: Policy) -> None:
     assert decision.action == "block"
 
 
-@pytest.mark.xfail(strict=True, reason=MODEL_PASSAGE)
 async def test_a_sentence_the_model_flags_alone_is_held_after_a_benign_lead_in(policy: Policy) -> None:
     case = ZH_MODEL_01
     out, _ = await drive(in_mode(policy, "hold"), stream_chunks([case.lead_in, case.harmful, case.tail]))

@@ -122,15 +122,20 @@ async def pieces(texts: list[str], *, done: bool = True) -> AsyncGenerator[bytes
 async def test_hold_model_sees_its_context_and_at_sentence_ends_the_passage() -> None:
     model = Model()
     p = policy(model, "hold", model_context_chars=10, passage_chars=40)
-    parts = ["abcdefghij", "klmnopqrst", "uvwxyz. ", "0123456789"]
+    parts = ["abcdefghij", "klmnopqrst", "uvwxyz. Next", " one.", "0123456789"]
     result = await run(p, pieces(parts))
     assert result.text == "".join(parts)
-    assert model.seen[:4] == [
+    assert model.seen[:7] == [
         "abcdefghij",
         "abcdefghijklmnopqrst",  # 10 characters of context before the new text
-        "abcdefghijklmnopqrstuvwxyz. ",  # a sentence ends: the whole passage (up to 40)
-        "stuvwxyz. 0123456789",
+        "abcdefghijklmnopqrstuvwxyz. Next",  # a sentence ends: the whole passage (up to 40)
+        "abcdefghijklmnopqrstuvwxyz.",  # and the sentence alone
+        "abcdefghijklmnopqrstuvwxyz. Next one.",
+        "Next one.",
+        " Next one.0123456789",
     ]
+    # The end of the stream: the last 40 characters, and the last sentence alone.
+    assert model.seen[7:] == ["hijklmnopqrstuvwxyz. Next one.0123456789", "Next one."]
     assert result.records == []
 
 
