@@ -68,6 +68,13 @@ class StreamingSettings(_Strict):
     model_context_chars: int = Field(
         200, ge=0, le=8192, description="Left context a model classifier sees before the new text."
     )
+    window_min_score: float = Field(
+        0.8,
+        ge=0.0,
+        le=1.0,
+        description="Least model score that stops a stream on a window that ends mid-sentence (rule "
+        "thresholds apply at sentence ends and at the end).",
+    )
     passage_chars: int = Field(
         600,
         ge=0,

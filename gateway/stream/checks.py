@@ -88,15 +88,15 @@ async def check_models(
     # came before was shown after earlier checks cleared it).
     fresh = [min(s.model_checked, s.released) for s in states]
     passages = [s.key in final or s.ends_sentence() for s in states]
-    #: (channel index, text, absolute start) per text the models see.
-    seen: list[tuple[int, str, int]] = []
+    #: (channel index, text, absolute start, whole sentences) per text the models see.
+    seen: list[tuple[int, str, int, bool]] = []
     for i, (state, passage) in enumerate(zip(states, passages, strict=True)):
         text, start = state.model_window(settings.model_context_chars, passage=passage)
-        seen.append((i, text, start))
+        seen.append((i, text, start, passage))
         sentence, at = state.last_sentence() if passage else ("", 0)
         if sentence and sentence != text.strip():
-            seen.append((i, sentence, at))
-    segments = [Segment(text, ck.channel_name(states[i].key), states[i].key) for i, text, _ in seen]
+            seen.append((i, sentence, at, True))
+    segments = [Segment(text, ck.channel_name(states[i].key), states[i].key) for i, text, _, _ in seen]
     decision = await screen(policy, segments, "output", metrics, cache=False, kinds="awaited")
     for state, end, passage in zip(states, ends, passages, strict=True):
         state.model_checked = max(state.model_checked, end)
@@ -104,7 +104,12 @@ async def check_models(
             state.passage_checked = max(state.passage_checked, end)
     found = []
     for hit in decision.hits:
-        i, text, start = seen[hit.segment]
+        i, text, start, whole = seen[hit.segment]
+        if not whole and hit.score < settings.window_min_score:
+            # A window that ends mid-sentence (even mid-word) misleads a model far more often
+            # than a whole sentence: benign answers streamed in 4-character deltas were cut
+            # several times as often as the same answers whole (benchmarks/answers.py).
+            continue
         end = start + len(text)
         # In async mode a client takes back all the model saw; in hold mode the verdict is laid
         # on the new text (or, for a last look at the whole passage, on the passage).

@@ -35,6 +35,7 @@ class Model:
     needle: str = "zap"
     gate: asyncio.Event | None = None
     delay: float = 0.0
+    score: float = 1.0
     fail: Exception | None = None
     seen: list[str] = field(default_factory=list)
 
@@ -45,7 +46,7 @@ class Model:
         await asyncio.sleep(self.delay)
         if self.fail is not None:
             raise self.fail
-        return [Scores(self.name, {"X.block": 1.0 if self.needle in t else 0.0}) for t in texts]
+        return [Scores(self.name, {"X.block": self.score if self.needle in t else 0.0}) for t in texts]
 
 
 def policy(model: Model, mode: str, **streaming: Any) -> Policy:
@@ -238,3 +239,16 @@ async def test_hold_keyword_cut_does_not_wait_for_the_model(term: str) -> None:
     assert term[:3] not in result.text and result.log.count("close") == 1
     assert result.final["choices"][0]["finish_reason"] == "content_filter"
     assert result.final["modgate"]["risks"] == ["X.block"]
+
+
+@pytest.mark.parametrize(
+    "parts", [["It said zap", " and more", " words."], ["它说zap", "然后更多", "的话。"]]
+)
+async def test_a_weak_verdict_on_a_window_mid_sentence_waits_for_the_sentence(parts: list[str]) -> None:
+    model = Model(score=0.6)  # over the rule's 0.5, under window_min_score
+    result = await run(policy(model, "hold", window_min_score=0.8), pieces(parts))
+    # Not cut on "...zap" mid-sentence: the text flowed until the sentence ended, then the cut.
+    assert result.text.startswith("".join(parts[:2])) and parts[2] not in result.text
+    assert result.final["choices"][0]["finish_reason"] == "content_filter"
+    strong = await run(policy(Model(score=0.9), "hold", window_min_score=0.8), pieces(parts))
+    assert "zap" not in strong.text  # a strong verdict cuts at once
