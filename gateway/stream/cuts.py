@@ -45,7 +45,9 @@ def make_cut(
             if span.start < state.released:
                 shown.setdefault(state.key, []).append((span.start, min(span.end, state.released)))
                 if not hold:
-                    retract = _widen(retract, state.key, span.start, min(span.end, state.released))
+                    # To the end of what was shown: text released while the check ran continues
+                    # what it flagged.
+                    retract = _widen(retract, state.key, span.start, state.released)
     # Several hits can lie on the same text (a model's passage and its last sentence).
     exposed = sum(_covered(spans) for spans in shown.values())
     choices = frozenset(f.state.key[0] for f in stopping)

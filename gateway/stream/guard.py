@@ -35,7 +35,7 @@ from gateway.stream.channels import ChannelKey, ChannelState
 from gateway.stream.checks import Found, Verdict, check_lists, check_models
 from gateway.stream.cuts import Cut, make_cut
 from gateway.stream.labeling import StreamLabel
-from gateway.stream.sse import SSEEvent, encode_data, sse_batches
+from gateway.stream.sse import SSEEvent, encode_data, next_batch, sse_batches
 
 __all__ = ["Cut", "StreamGuard"]
 
@@ -99,7 +99,7 @@ class StreamGuard:
                 if self.behind is not None:
                     # A model checks behind the release: whichever comes first, its verdict
                     # or the upstream's next events.
-                    reading = reading or asyncio.ensure_future(_next(batches))
+                    reading = reading or asyncio.ensure_future(next_batch(batches))
                     racing: list[asyncio.Future[Any]] = [reading, self.behind]
                     await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
                     if self.behind.done():
@@ -116,7 +116,7 @@ class StreamGuard:
                 elif reading is not None:  # a read started while a model check ran
                     events, reading = await reading, None
                 else:
-                    events = await _next(batches)
+                    events = await next_batch(batches)
                 if events is None:
                     break
                 out, cut, done = await self._batch(events)
@@ -390,12 +390,6 @@ class StreamGuard:
         decision = Decision(action, "output", self.policy.name, self.policy.version, hits)
         offsets = sorted([s.start, s.end] for h in hits for s in h.spans)
         await self.record(decision, self.soft_segments, self.soft_exposed, offsets)
-
-
-async def _next(batches: AsyncIterator[list[SSEEvent]]) -> list[SSEEvent] | None:
-    with contextlib.suppress(StopAsyncIteration):
-        return await anext(batches)
-    return None
 
 
 async def _stop(task: asyncio.Future[Any] | None) -> None:

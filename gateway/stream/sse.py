@@ -6,12 +6,13 @@ everything that arrived together in one classifier pass instead of one pass per 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from gateway.errors import UpstreamUnavailable
 
-__all__ = ["MAX_EVENT_BYTES", "SSEEvent", "SSEParser", "encode_data", "sse_batches"]
+__all__ = ["MAX_EVENT_BYTES", "SSEEvent", "SSEParser", "encode_data", "next_batch", "sse_batches"]
 
 MAX_EVENT_BYTES = 4 * 1024 * 1024
 
@@ -98,6 +99,13 @@ async def sse_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[SSEEve
     tail = parser.close()
     if tail:
         yield tail
+
+
+async def next_batch(batches: AsyncIterator[list[SSEEvent]]) -> list[SSEEvent] | None:
+    """The next batch, or None at the end (a value a task can return, unlike StopAsyncIteration)."""
+    with contextlib.suppress(StopAsyncIteration):
+        return await anext(batches)
+    return None
 
 
 def encode_data(payload: bytes) -> bytes:
