@@ -33,6 +33,17 @@ class Found:
     hit: Hit
     state: ChannelState
     spans: tuple[Span, ...]
+    #: Absolute offset of the first character of the text the hit was found in.
+    base: int = 0
+
+    def within(self, spans: list[Span], size: int) -> tuple[Span, ...]:
+        """``spans`` (absolute) as offsets in the hit's text of ``size`` characters, as records
+        take them."""
+
+        def clip(offset: int) -> int:
+            return min(max(offset - self.base, 0), size)
+
+        return tuple(Span(clip(s.start), clip(s.end), s.code, s.score, s.detail) for s in spans)
 
 
 @dataclass(frozen=True)
@@ -61,7 +72,7 @@ async def check_lists(
         tail_start = state.released + len(state.pending) - holdbacks[hit.segment]
         live = _live(hit, state.window_start, state.released, tail_start)
         if live is not None:
-            found.append(Found(live, state, _shifted(live, state.window_start)))
+            found.append(Found(live, state, _shifted(live, state.window_start), state.window_start))
         for span in _shifted(hit, state.window_start):
             if span.end > tail_start:  # decided by the next check: none of it may go out yet
                 held[state.key] = min(held.get(state.key, span.start), span.start)
@@ -115,7 +126,7 @@ async def check_models(
         # on the new text (or, for a last look at the whole passage, on the passage).
         first = fresh[i] if hold and fresh[i] < end else start
         spans = _shifted(hit, start) or (Span(first, end, hit.code, hit.score),)
-        found.append(Found(hit, states[i], spans))
+        found.append(Found(hit, states[i], spans, start))
     release_ends = {s.key: s.released + len(s.pending) for s in states}
     return Verdict(decision, segments, found, release_ends)
 

@@ -60,6 +60,8 @@ class StreamGuard:
     channels: dict[ChannelKey, ChannelState] = field(default_factory=dict)
     soft_hits: list[Hit] = field(default_factory=list)
     soft_segments: list[Segment] = field(default_factory=list)
+    #: Absolute offsets of the soft hits' spans (theirs are in their segments' texts).
+    soft_offsets: list[list[int]] = field(default_factory=list)
     soft_seen: set[tuple[ChannelKey, str, int, int]] = field(default_factory=set)
     soft_exposed: int = 0
     #: Choices whose finish chunk reached the client; a cut leaves them alone.
@@ -298,8 +300,10 @@ class StreamGuard:
             state.redactions.extend(s for s in spans if s.end > state.released)
         # In async mode part of a span may already be on the client's screen.
         self.soft_exposed += sum(max(0, min(s.end, state.released) - s.start) for s in spans)
+        self.soft_offsets += [[s.start, s.end] for s in spans]
+        own = found.within(spans, len(segment.text))
         self.soft_hits.append(
-            Hit(hit.code, hit.score, hit.classifier, hit.action, len(self.soft_segments), tuple(spans))
+            Hit(hit.code, hit.score, hit.classifier, hit.action, len(self.soft_segments), own)
         )
         self.soft_segments.append(segment)
 
@@ -388,7 +392,7 @@ class StreamGuard:
         hits, self.soft_hits = tuple(self.soft_hits), []
         action: Action = "redact" if any(h.action == "redact" for h in hits) else "flag"
         decision = Decision(action, "output", self.policy.name, self.policy.version, hits)
-        offsets = sorted([s.start, s.end] for h in hits for s in h.spans)
+        offsets, self.soft_offsets = sorted(self.soft_offsets), []
         await self.record(decision, self.soft_segments, self.soft_exposed, offsets)
 
 

@@ -221,3 +221,13 @@ classifiers:
     text, chunks = _stream_text(gateway, "boundary2", deltas=["Your ass", " is done."])
     assert "ass" not in text
     assert chunks[-1].choices[0].finish_reason == "content_filter"
+
+
+def test_flag_far_into_a_long_stream_is_recorded_and_the_stream_ends_cleanly(gateway: Gateway) -> None:
+    lead = [f"sentence number {i} is fine. " for i in range(20)]  # far past the check windows
+    text, chunks = _stream_text(gateway, "far-flag", deltas=[*lead, "a flag", "word here", " and more."])
+    assert text.endswith("a flagword here and more.")
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    [incident] = [i for i in gateway.incidents() if i.action == "flag"]
+    start, end = incident.offsets[0]
+    assert "".join([*lead, "a flag", "word here"])[start:end] == "flagword"

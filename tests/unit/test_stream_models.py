@@ -252,3 +252,21 @@ async def test_a_weak_verdict_on_a_window_mid_sentence_waits_for_the_sentence(pa
     assert result.final["choices"][0]["finish_reason"] == "content_filter"
     strong = await run(policy(Model(score=0.9), "hold", window_min_score=0.8), pieces(parts))
     assert "zap" not in strong.text  # a strong verdict cuts at once
+
+
+async def test_a_soft_model_hit_far_into_a_stream_is_recorded_within_its_text() -> None:
+    model = Model(needle="zap")
+    spec = PolicyFile(
+        name="soft",
+        rules={"X.block": Rule(input="flag", output="flag")},
+        streaming=StreamingSettings(mode="hold"),
+    )
+    p = Policy(spec=spec, classifiers={"model": model}, version="v", source="x")
+    lead = [f"line {i} is fine. " for i in range(40)]
+    result = await run(p, pieces([*lead, "then zap", " it."]))
+    assert result.text == "".join([*lead, "then zap", " it."])  # a flag lets it through
+    [(decision, segments, _, offsets)] = result.records
+    assert decision.action == "flag" and offsets and offsets[0][1] <= len(result.text)
+    for hit in decision.hits:
+        text = segments[hit.segment].text
+        assert all(0 <= s.start <= s.end <= len(text) for s in hit.spans)
