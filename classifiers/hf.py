@@ -60,6 +60,9 @@ class HeadSpec:
     revision: str = ""
     #: The encoder runtime the head was trained on features of (and serves best with).
     runtime: Literal["torch", "onnx"] = "torch"
+    #: A LoRA adapter file beside ``head.json`` (``classifiers/lora.py``), merged into the
+    #: encoder at load; empty for a frozen encoder.
+    adapters: str = ""
 
     @classmethod
     def read(cls, directory: Path) -> HeadSpec:
@@ -74,6 +77,7 @@ class HeadSpec:
             encoder=raw.get("encoder", ""),
             revision=raw.get("revision", ""),
             runtime=raw.get("runtime", "torch"),
+            adapters=raw.get("adapters", ""),
         )
 
 
@@ -270,10 +274,12 @@ def load_encoder(
     batch_size: int = 32,
     head_weights: Path | None = None,
     runtime: Runtime | None = None,
+    adapters: Path | None = None,
 ) -> LoadedModel:
     """An encoder, with the head whose weights are given or without one (to compute the
     features a head is trained on); with ``runtime.kind == "onnx"`` the encoder runs in ONNX
-    Runtime and its torch weights are never loaded."""
+    Runtime and its torch weights are never loaded. ``adapters`` (LoRA, ``classifiers/lora.py``)
+    are merged into the encoder's weights first."""
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
@@ -284,11 +290,15 @@ def load_encoder(
     if runtime is not None and runtime.kind == "onnx":
         from classifiers.onnx import OnnxEncoder, ensure_onnx
 
-        path = ensure_onnx(directory, spec, "int8" if quantize else "none", runtime.cache_dir)
+        path = ensure_onnx(directory, spec, "int8" if quantize else "none", runtime.cache_dir, adapters)
         features = OnnxEncoder(path, runtime.threads)
         hidden = int(AutoConfig.from_pretrained(directory, local_files_only=True).hidden_size)
     else:
         encoder = AutoModel.from_pretrained(directory, local_files_only=True).eval()
+        if adapters is not None:
+            from classifiers.lora import merge_adapters
+
+            merge_adapters(encoder, adapters)  # before int8: the quantised weights are the merged ones
         hidden = int(encoder.config.hidden_size)
         model = quantize_int8(encoder) if quantize else encoder
     head: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -323,9 +333,11 @@ def load_model(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if (directory / HEAD_CONFIG).is_file():
+        spec = HeadSpec.read(directory)
         return load_encoder(
-            encoder or directory, HeadSpec.read(directory), quantize=quantize, max_tokens=max_tokens,
-            stride=stride, batch_size=batch_size, head_weights=directory / HEAD_WEIGHTS, runtime=runtime,
+            encoder or directory, spec, quantize=quantize, max_tokens=max_tokens, stride=stride,
+            batch_size=batch_size, head_weights=directory / HEAD_WEIGHTS, runtime=runtime,
+            adapters=directory / spec.adapters if spec.adapters else None,
         )  # fmt: skip
     if runtime is not None and runtime.kind == "onnx":
         raise ValueError(f"{directory}: runtime onnx serves encoder + head models (head.json) only")

@@ -63,12 +63,19 @@ class _Pooled(nn.Module):
         return encoder_features(self.encoder, self.spec, input_ids, attention_mask)
 
 
-def ensure_onnx(encoder_dir: Path, spec: HeadSpec, quantize: str, cache_dir: Path) -> Path:
-    """The ``model.onnx`` for ``encoder_dir`` + ``spec``'s pooling, built first if missing."""
+def ensure_onnx(
+    encoder_dir: Path, spec: HeadSpec, quantize: str, cache_dir: Path, adapters: Path | None = None
+) -> Path:
+    """The ``model.onnx`` for ``encoder_dir`` (with ``adapters`` merged in) + ``spec``'s
+    pooling, built first if missing."""
     import onnxruntime
 
     layers = "_".join(str(layer) for layer in spec.layers)
     name = f"{encoder_dir.name}-L{layers}-{spec.pooling}-{quantize}-ort{onnxruntime.__version__}-r{RECIPE}"
+    if adapters is not None:
+        from classifiers.lora import adapter_digest
+
+        name += f"-a{adapter_digest(adapters)}"  # new adapters, new export
     root = cache_dir / "onnx"
     final = root / name
     if (final / MANIFEST).is_file():
@@ -84,7 +91,7 @@ def ensure_onnx(encoder_dir: Path, spec: HeadSpec, quantize: str, cache_dir: Pat
             shutil.rmtree(final)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
         try:
-            _build_apart(encoder_dir, spec, quantize, tmp)
+            _build_apart(encoder_dir, spec, quantize, tmp, adapters)
             tmp.chmod(0o755)
             tmp.rename(final)
         except BaseException:
@@ -93,10 +100,11 @@ def ensure_onnx(encoder_dir: Path, spec: HeadSpec, quantize: str, cache_dir: Pat
     return final / "model.onnx"
 
 
-def _build_apart(encoder_dir: Path, spec: HeadSpec, quantize: str, out: Path) -> None:
+def _build_apart(encoder_dir: Path, spec: HeadSpec, quantize: str, out: Path, adapters: Path | None) -> None:
     """Build in a child process: the export holds the float model and a few copies of its
     weights (about 3 GB at the peak), which a gateway would otherwise keep as its own RSS."""
-    arg = json.dumps({"layers": list(spec.layers), "pooling": spec.pooling})
+    merged = str(adapters.resolve()) if adapters else None
+    arg = json.dumps({"layers": list(spec.layers), "pooling": spec.pooling, "adapters": merged})
     done = subprocess.run(
         [sys.executable, "-m", "classifiers.onnx", str(encoder_dir), arg, quantize, str(out)],
         capture_output=True,
@@ -107,12 +115,16 @@ def _build_apart(encoder_dir: Path, spec: HeadSpec, quantize: str, out: Path) ->
         raise OnnxBuildError(f"building the ONNX encoder failed: {done.stderr.strip()[-2000:]}")
 
 
-def _build(encoder_dir: Path, spec: HeadSpec, quantize: str, out: Path) -> None:
+def _build(encoder_dir: Path, spec: HeadSpec, quantize: str, out: Path, adapters: Path | None = None) -> None:
     from transformers import AutoModel, AutoTokenizer
 
     started = time.monotonic()
     tokenizer = AutoTokenizer.from_pretrained(encoder_dir, local_files_only=True)
     encoder = AutoModel.from_pretrained(encoder_dir, local_files_only=True, attn_implementation="eager")
+    if adapters is not None:
+        from classifiers.lora import merge_adapters
+
+        merge_adapters(encoder, adapters)  # the torch reference below is the merged encoder too
     wrapper = _Pooled(encoder.eval(), spec).eval()
     sample = tokenizer(list(CHECK_TEXTS), padding=True, return_tensors="pt")
     exported = out / "exported.onnx"
@@ -159,6 +171,10 @@ def _build(encoder_dir: Path, spec: HeadSpec, quantize: str, out: Path) -> None:
     if min(cosines) < MIN_COSINE[quantize]:
         raise OnnxBuildError(f"ONNX features differ from torch's (cosines {cosines})")
     manifest: dict[str, Any] = {"quantize": quantize, "layers": list(spec.layers), "pooling": spec.pooling}
+    if adapters is not None:
+        from classifiers.lora import adapter_digest
+
+        manifest["adapters"] = adapter_digest(adapters)
     manifest |= {
         "cosines": [round(c, 6) for c in cosines],
         "build_seconds": round(time.monotonic() - started, 1),
@@ -256,4 +272,5 @@ if __name__ == "__main__":  # the child process of _build_apart
     _encoder, _pooling, _quantize, _out = sys.argv[1:5]
     _raw = json.loads(_pooling)
     _spec = HeadSpec(labels=(), layers=tuple(_raw["layers"]), pooling=_raw["pooling"])
-    _build(Path(_encoder), _spec, _quantize, Path(_out))
+    _adapters = Path(_raw["adapters"]) if _raw.get("adapters") else None
+    _build(Path(_encoder), _spec, _quantize, Path(_out), _adapters)

@@ -13,8 +13,11 @@ import argparse
 import hashlib
 import json
 import random
+import shutil
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import save_file
 
 from classifiers.hf import HEAD_CONFIG, HEAD_WEIGHTS, HeadSpec, Runtime, load_encoder
+from classifiers.lora import adapter_digest, adapter_info, save_adapters
 from classifiers.training import card
 from classifiers.training.features import FeatureCache, compute_features
 from classifiers.training.fit import binary_metrics, choose_threshold, fit_head, label_matrix, predict
@@ -30,6 +34,7 @@ from classifiers.training.sources import HEAD_LABELS, Example, load_examples, su
 __all__ = ["LABEL_CODES", "main"]
 
 REPO = Path(__file__).resolve().parent.parent
+ADAPTERS = "adapters.safetensors"
 #: Head label -> risk code (GB/T 45654-2025 Appendix A, or our X.* codes).
 LABEL_CODES = {
     "harmful": "X.harmful", "terrorism": "A.1.d", "violence": "A.1.f", "sexual": "A.1.f",
@@ -75,6 +80,16 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lookalike-weight", type=float, default=2.0, help="loss weight of written look-alikes")
     p.add_argument("--calib-fraction", type=float, default=0.15)
     p.add_argument("--limit", type=int, help="use at most N examples (quick trials)")
+    ft = p.add_argument_group("encoder fine-tuning (LoRA on the top layers; off by default)")
+    ft.add_argument("--finetune-layers", type=int, default=0, help="top encoder layers to tune (0: frozen)")
+    ft.add_argument("--lora-rank", type=int, default=8)
+    ft.add_argument("--lora-alpha", type=float, default=16.0)
+    ft.add_argument("--finetune-examples", type=int, default=16000, help="size of the training subsample")
+    ft.add_argument("--finetune-epochs", type=int, default=1)
+    ft.add_argument("--finetune-max-tokens", type=int, default=96)
+    ft.add_argument("--finetune-lr", type=float, default=5e-4)
+    ft.add_argument("--finetune-minutes", type=float, default=30.0, help="time box of the tuning loop")
+    ft.add_argument("--adapters", type=Path, help="reuse an adapter file instead of tuning again")
     p.add_argument(
         "--runtime", choices=("torch", "onnx"), default="onnx",
         help="encoder runtime the features come from (the head serves best on the same one)",
@@ -148,10 +163,18 @@ def main(argv: list[str] | None = None) -> None:
     encoder_dir = args.encoder or ensure_encoder(cache_dir)
     layers = tuple(int(v) for v in args.layers.split(","))
     spec = HeadSpec(labels=HEAD_LABELS, hidden=(args.hidden,), prefix="query: ", layers=layers)
+    y, known = label_matrix([e.labels for e in examples], HEAD_LABELS)
+    fit_idx, calib_idx = _calib_split(examples, args.calib_fraction, args.seed)
+    weight_of = {"requests": args.request_weight, "lookalike": args.lookalike_weight}
+    weights = torch.tensor([weight_of.get(e.subset, 1.0) for e in examples])
+    adapters = args.adapters
+    if args.finetune_layers and adapters is None:
+        adapters = _finetune(args, examples, encoder_dir, spec, (y, known, weights), fit_idx, cache_dir)
     runtime = Runtime(args.runtime, cache_dir)
     encoder = load_encoder(
-        encoder_dir, spec, quantize=True, max_tokens=args.max_tokens, batch_size=64, runtime=runtime
-    )
+        encoder_dir, spec, quantize=True, max_tokens=args.max_tokens, batch_size=64, runtime=runtime,
+        adapters=adapters,
+    )  # fmt: skip
     setting = {"encoder": _encoder_id(encoder_dir), "layers": layers, "max_tokens": args.max_tokens,
                "prefix": spec.prefix, "int8": True, "torch": torch.__version__}  # fmt: skip
     if args.runtime == "onnx":  # the torch-runtime cache keeps its old key
@@ -161,19 +184,19 @@ def main(argv: list[str] | None = None) -> None:
 
         # Features change with the export's recipe as with the runtime's version.
         setting |= {"runtime": "onnx", "onnxruntime": onnxruntime.__version__, "onnx_recipe": RECIPE}
+    if adapters is not None:
+        setting["adapters"] = adapter_digest(adapters)
     features = FeatureCache(cache_dir / "features", setting)
     with _progress() as bar:
         task = bar.add_task("encoding", total=len(examples))
         x = compute_features(encoder, [e.text for e in examples], features,
                              progress=lambda n: bar.advance(task, n))  # fmt: skip
-    y, known = label_matrix([e.labels for e in examples], HEAD_LABELS)
-    fit_idx, calib_idx = _calib_split(examples, args.calib_fraction, args.seed)
     dev_idx = [i for i, e in enumerate(examples) if e.split == "dev"]
     _say(f"fit {len(fit_idx)}, calibration {len(calib_idx)}, dev {len(dev_idx)}; training the head …")
     fit = x[fit_idx], y[fit_idx], known[fit_idx]
-    weight_of = {"requests": args.request_weight, "lookalike": args.lookalike_weight}
-    weights = torch.tensor([weight_of.get(examples[i].subset, 1.0) for i in fit_idx])
-    head = fit_head(*fit, spec, epochs=args.epochs, dropout=args.dropout, seed=args.seed, weights=weights)
+    head = fit_head(
+        *fit, spec, epochs=args.epochs, dropout=args.dropout, seed=args.seed, weights=weights[fit_idx]
+    )
     calib_scores = predict(head, x[calib_idx])
     benign = torch.tensor([not examples[i].labels for i in calib_idx])
     thresholds = choose_thresholds(calib_scores, y[calib_idx], known[calib_idx], benign, args)
@@ -183,7 +206,50 @@ def main(argv: list[str] | None = None) -> None:
     report["calibration_harmful"] = binary_metrics(
         calib_scores[:, 0], y[calib_idx, 0], thresholds["harmful"]
     ).as_dict(4)
-    _write(args, spec, head, thresholds, report, examples, time.monotonic() - started)
+    _write(args, spec, head, thresholds, report, examples, time.monotonic() - started, adapters)
+
+
+def _finetune(
+    args: argparse.Namespace,
+    examples: list[Example],
+    encoder_dir: Path,
+    spec: HeadSpec,
+    targets: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    fit_idx: list[int],
+    cache_dir: Path,
+) -> Path:
+    """LoRA adapters on the top ``--finetune-layers`` layers, trained on a subsample of the fitting
+    slice (see ``classifiers/training/finetune.py``); saved in the cache, returns the file."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from classifiers.training.finetune import FinetuneSettings, finetune, subsample
+
+    settings = FinetuneSettings(
+        layers=args.finetune_layers, rank=args.lora_rank, alpha=args.lora_alpha,
+        examples=args.finetune_examples, epochs=args.finetune_epochs, max_tokens=args.finetune_max_tokens,
+        lr=args.finetune_lr, minutes=args.finetune_minutes, seed=args.seed,
+    )  # fmt: skip
+    pick = subsample(examples, fit_idx, args.finetune_examples, args.seed)
+    _say(f"fine-tuning the top {args.finetune_layers} layers (rank {args.lora_rank}) on {len(pick)} texts …")
+    model = AutoModel.from_pretrained(encoder_dir, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(encoder_dir, local_files_only=True)
+    y, known, weights = targets
+    with _progress() as bar:
+
+        def task(name: str, total: int) -> Callable[[int], None]:
+            handle = bar.add_task(name, total=total)
+            return lambda n: bar.advance(handle, n)
+
+        adapters, stats = finetune(
+            model, tokenizer, spec, [examples[i].text for i in pick], (y[pick], known[pick], weights[pick]),
+            settings, task,
+        )  # fmt: skip
+    stats["subsample"] = dict(Counter(examples[i].source for i in pick).most_common())
+    path = cache_dir / "adapters" / f"adapters-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
+    save_adapters(path, adapters, stats)
+    _say(f"adapters: {path} ({path.stat().st_size // 1024} KiB), {stats['steps']} steps in "
+         f"{stats['seconds']} s, loss {stats['first_loss']} -> {stats['last_loss']}")  # fmt: skip
+    return path
 
 
 def _write(
@@ -194,16 +260,24 @@ def _write(
     report: dict[str, object],
     examples: list[Example],
     seconds: float,
+    adapters: Path | None,
 ) -> None:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.half().contiguous() for k, v in head.state_dict().items()}  # a few MB in git
     save_file(state, str(out / HEAD_WEIGHTS))
+    if adapters is not None:
+        if adapters.resolve() != (out / ADAPTERS).resolve():
+            shutil.copyfile(adapters, out / ADAPTERS)
+    else:
+        (out / ADAPTERS).unlink(missing_ok=True)  # a frozen encoder's head must not load old adapters
     label_map = {lb: {"code": LABEL_CODES[lb], "threshold": thresholds[lb]} for lb in spec.labels}
     # Thresholds are part of the verdicts, so they are part of the revision (and the policy version).
     digest = hashlib.sha256(
         (out / HEAD_WEIGHTS).read_bytes() + json.dumps(label_map, sort_keys=True).encode()
     )
+    if adapters is not None:  # the encoder's weights are part of the verdicts too
+        digest.update((out / ADAPTERS).read_bytes())
     revision = digest.hexdigest()[:12]
     head_json = {
         "labels": list(spec.labels), "hidden": list(spec.hidden), "prefix": spec.prefix,
@@ -217,6 +291,9 @@ def _write(
                      "weights": {"requests": args.request_weight, "lookalike": args.lookalike_weight},
                      "benign_fpr": args.benign_fpr, "category_benign_fpr": args.category_benign_fpr},
     }  # fmt: skip
+    if adapters is not None:
+        head_json["adapters"] = ADAPTERS
+        head_json["finetune"] = adapter_info(out / ADAPTERS)
     (out / HEAD_CONFIG).write_text(json.dumps(head_json, indent=2) + "\n", encoding="utf-8")
     (out / "metrics.json").write_text(
         json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"

