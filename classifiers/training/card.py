@@ -146,7 +146,10 @@ def _encoder(tuning: dict[str, Any] | None) -> dict[str, str]:
     return {"kind": "LoRA-fine-tuned", "tuning": text, "frozen_weakness": TUNED_WEAKNESS}
 
 
-FROZEN_WEAKNESS = "The encoder is frozen (no fine-tuning on this CPU-only machine)."
+FROZEN_WEAKNESS = (
+    "The encoder is frozen: LoRA tuning of its top layers (`--finetune-layers`) was tried twice and lifted "
+    "COLD and Davidson but not SWSR or harmful-request recall, so it is off."
+)
 TUNED_WEAKNESS = "Only the encoder's top layers were tuned, with low-rank adapters, on a subsample."
 
 
