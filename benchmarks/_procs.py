@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -131,6 +131,18 @@ class Children:
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """A benchmark's ``__main__``: Ctrl-C exits 130, a child that failed to start exits 1 with
+    its log tail (carried in the RuntimeError's message)."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except RuntimeError as exc:
+        sys.stderr.write(f"benchmark aborted: {exc}\n")
+        sys.exit(1)
 
 
 def python_module(module: str, *args: str) -> list[str]:

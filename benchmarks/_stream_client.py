@@ -14,11 +14,10 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import cast
-from urllib.parse import urlsplit
 
 import httptools
 
-from benchmarks.loadgen import UNIQUE_MARK, chat_request_body
+from benchmarks.loadgen import UNIQUE_MARK, chat_request_body, raw_post
 
 __all__ = ["StreamRecord", "run_streams"]
 
@@ -86,27 +85,13 @@ class _StreamConnection(asyncio.Protocol):
             self.done.set_result(None)
 
 
-def _request(url: str, body: bytes, headers: Mapping[str, str]) -> tuple[str, int, bytes]:
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    head = [
-        f"POST {parts.path or '/'} HTTP/1.1",
-        f"host: {host}:{port}",
-        "content-type: application/json",
-        "accept: text/event-stream",
-        f"content-length: {len(body)}",
-        *(f"{k}: {v}" for k, v in headers.items()),
-    ]
-    return host, port, ("\r\n".join(head) + "\r\n\r\n").encode() + body
-
-
 async def _one(
     url: str, record: StreamRecord, headers: Mapping[str, str], delay_s: float, timeout_s: float
 ) -> None:
     await asyncio.sleep(delay_s)
     # A new user prompt per stream, so the gateway's input check never answers from a cache.
     body = chat_request_body(stream=True).replace(UNIQUE_MARK, b"%09d" % record.stream_id, 1)
-    host, port, request = _request(url, body, headers)
+    host, port, request = raw_post(url, body, headers, "text/event-stream")
     loop = asyncio.get_running_loop()
     conn: _StreamConnection | None = None
     try:

@@ -40,6 +40,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import cast
 from urllib.parse import urlsplit
@@ -47,7 +48,7 @@ from urllib.parse import urlsplit
 import httptools
 import uvloop
 
-__all__ = ["LoadResult", "LoadSpec", "Window", "chat_request_body", "percentile", "run_load"]
+__all__ = ["LoadResult", "LoadSpec", "Window", "chat_request_body", "percentile", "raw_post", "run_load"]
 
 SYSTEM_PROMPT = "You are a helpful travel assistant. Answer briefly, politely and in plain language."
 USER_PROMPT = (
@@ -232,16 +233,17 @@ class _RawConnection(asyncio.Protocol):
             self._waiter.set_result(self._parser.get_status_code())
 
 
-def _raw_request(spec: LoadSpec, body: bytes) -> tuple[str, int, bytes]:
-    url = urlsplit(spec.url)
-    host, port = url.hostname or "127.0.0.1", url.port or 80
+def raw_post(url: str, body: bytes, headers: Mapping[str, str], accept: str) -> tuple[str, int, bytes]:
+    """Host, port and the bytes of an HTTP/1.1 JSON POST to ``url``, for a raw connection."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
     head = [
-        f"POST {url.path or '/'} HTTP/1.1",
+        f"POST {parts.path or '/'} HTTP/1.1",
         f"host: {host}:{port}",
         "content-type: application/json",
-        "accept: application/json, text/event-stream",
+        f"accept: {accept}",
         f"content-length: {len(body)}",
-        *(f"{k}: {v}" for k, v in spec.headers.items()),
+        *(f"{k}: {v}" for k, v in headers.items()),
     ]
     return host, port, ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
@@ -311,7 +313,7 @@ async def _run_python(spec: LoadSpec, client: str) -> LoadResult:
     window = Window(spec)
     budget = spec.warmup + spec.seconds + spec.timeout + 2
     if client == "raw":
-        host, port, request = _raw_request(spec, body)
+        host, port, request = raw_post(spec.url, body, spec.headers, "application/json, text/event-stream")
         tasks = [
             asyncio.create_task(_raw_worker(spec, window, host, port, request))
             for _ in range(spec.concurrency)

@@ -237,10 +237,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except RuntimeError as exc:  # a child failed to start: its log tail is in the message
-        sys.stderr.write(f"benchmark aborted: {exc}\n")
-        sys.exit(1)
+    _procs.run_main(main)
