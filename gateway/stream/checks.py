@@ -10,7 +10,7 @@ whole, not only by its last words.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from classifiers.base import Span
 from gateway.metrics import Metrics
@@ -52,8 +52,9 @@ class Verdict:
     #: Texts the hits point into.
     segments: list[Segment]
     found: list[Found]
-    #: Per checked channel: the absolute end of what may be released.
-    release_ends: dict[ChannelKey, int]
+    #: Per checked channel: the absolute end of what may be released (the lists' and patterns'
+    #: hold-back decides it; a model's verdict holds nothing back).
+    release_ends: dict[ChannelKey, int] = field(default_factory=dict)
 
 
 async def check_lists(
@@ -127,8 +128,7 @@ async def check_models(
         first = fresh[i] if hold and fresh[i] < end else start
         spans = _shifted(hit, start) or (Span(first, end, hit.code, hit.score),)
         found.append(Found(hit, states[i], spans, start))
-    release_ends = {s.key: s.released + len(s.pending) for s in states}
-    return Verdict(decision, segments, found, release_ends)
+    return Verdict(decision, segments, found)
 
 
 def _holdback(policy: Policy, window: str) -> int:

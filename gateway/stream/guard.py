@@ -28,13 +28,14 @@ import orjson
 
 from gateway.errors import UpstreamUnavailable
 from gateway.metrics import Metrics
-from gateway.policy import Action, Policy, severity
-from gateway.screening import Decision, Hit, Segment
+from gateway.policy import Policy, severity
+from gateway.screening import Decision, Segment
 from gateway.stream import chunks as ck
 from gateway.stream.channels import ChannelKey, ChannelState
-from gateway.stream.checks import Found, Verdict, check_lists, check_models
+from gateway.stream.checks import Verdict, check_lists, check_models
 from gateway.stream.cuts import Cut, make_cut
 from gateway.stream.labeling import StreamLabel
+from gateway.stream.soft import SoftHits
 from gateway.stream.sse import SSEEvent, encode_data, next_batch, sse_batches
 
 __all__ = ["Cut", "StreamGuard"]
@@ -58,12 +59,7 @@ class StreamGuard:
     on_holdback: Callable[[float], None] = lambda _s: None
     on_cut: Callable[[Decision], None] = lambda _d: None
     channels: dict[ChannelKey, ChannelState] = field(default_factory=dict)
-    soft_hits: list[Hit] = field(default_factory=list)
-    soft_segments: list[Segment] = field(default_factory=list)
-    #: Absolute offsets of the soft hits' spans (theirs are in their segments' texts).
-    soft_offsets: list[list[int]] = field(default_factory=list)
-    soft_seen: set[tuple[ChannelKey, str, int, int]] = field(default_factory=set)
-    soft_exposed: int = 0
+    soft: SoftHits = field(default_factory=SoftHits)
     #: Choices whose finish chunk reached the client; a cut leaves them alone.
     finished: set[int] = field(default_factory=set)
     template: dict[str, Any] = field(default_factory=dict)
@@ -242,7 +238,7 @@ class StreamGuard:
                 state.release_end = state.released
         for found in verdict.found:
             if found.state.key[0] not in cut.choices:
-                self._soft(found, verdict.segments[found.hit.segment])
+                self.soft.note(found, verdict.segments[found.hit.segment])
 
     def _start_behind(self) -> None:
         """Async mode: start a model check on released text no model has seen, unless one runs."""
@@ -282,30 +278,8 @@ class StreamGuard:
             self._part(cut, verdict)
             return None
         for found in verdict.found:
-            self._soft(found, verdict.segments[found.hit.segment])
+            self.soft.note(found, verdict.segments[found.hit.segment])
         return None
-
-    def _soft(self, found: Found, segment: Segment) -> None:
-        """Note a flag or redact hit once per span (a span can be seen by several checks)."""
-        hit, state = found.hit, found.state
-        spans = []
-        for s in found.spans:
-            key = (state.key, s.code, s.start, s.end)
-            if key not in self.soft_seen:
-                self.soft_seen.add(key)
-                spans.append(s)
-        if found.spans and not spans:
-            return
-        if hit.action == "redact":
-            state.redactions.extend(s for s in spans if s.end > state.released)
-        # In async mode part of a span may already be on the client's screen.
-        self.soft_exposed += sum(max(0, min(s.end, state.released) - s.start) for s in spans)
-        self.soft_offsets += [[s.start, s.end] for s in spans]
-        own = found.within(spans, len(segment.text))
-        self.soft_hits.append(
-            Hit(hit.code, hit.score, hit.classifier, hit.action, len(self.soft_segments), own)
-        )
-        self.soft_segments.append(segment)
 
     def _render(self, parsed: _Parsed) -> bytes:
         out = bytearray()
@@ -387,13 +361,8 @@ class StreamGuard:
         return encode_data(orjson.dumps(final))
 
     async def _record_soft(self) -> None:
-        if not self.soft_hits:
-            return
-        hits, self.soft_hits = tuple(self.soft_hits), []
-        action: Action = "redact" if any(h.action == "redact" for h in hits) else "flag"
-        decision = Decision(action, "output", self.policy.name, self.policy.version, hits)
-        offsets, self.soft_offsets = sorted(self.soft_offsets), []
-        await self.record(decision, self.soft_segments, self.soft_exposed, offsets)
+        if (soft := self.soft.take(self.policy)) is not None:
+            await self.record(*soft)
 
 
 async def _stop(task: asyncio.Future[Any] | None) -> None:
