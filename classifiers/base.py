@@ -9,19 +9,23 @@ Optional abilities are separate small protocols:
 * :class:`InlineClassifier` -- cheap and synchronous, run inline on the event loop.
 * :class:`StreamingClassifier` -- can say how much of a text's tail must be held back in
   a stream because it could still grow into a match (lexicon, patterns).
+* :class:`DirectedClassifier` -- judges a user's turn and the assistant's turn differently
+  (a guard LLM asked "is this prompt unsafe?" or "is this answer unsafe?").
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Protocol, runtime_checkable
+from typing import Annotated, Literal, Protocol, runtime_checkable
 
 from pydantic import StringConstraints
 
 __all__ = [
     "RISK_CODE_PATTERN",
     "Classifier",
+    "DirectedClassifier",
+    "Direction",
     "InlineClassifier",
     "RiskCode",
     "Scores",
@@ -33,6 +37,8 @@ __all__ = [
 #: letter or a partial code (``A``, ``A.1``) names a whole branch in policy rules.
 RISK_CODE_PATTERN = r"^[A-Z](\.[0-9A-Za-z_\-]+)*$"
 RiskCode = Annotated[str, StringConstraints(pattern=RISK_CODE_PATTERN)]
+#: Which way a text travels: from the client (prompts, history, tool results) or from the model.
+Direction = Literal["input", "output"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,4 +98,16 @@ class StreamingClassifier(Protocol):
     def holdback(self, text: str) -> int:
         """How many trailing characters of ``text`` (original, not normalised) could still
         become part of a match once more text arrives, and so must not be released yet."""
+        ...
+
+
+@runtime_checkable
+class DirectedClassifier(Protocol):
+    """A classifier that needs to know whose turn a text is. The screener calls
+    ``classify_directed`` instead of ``classify`` when a classifier has it."""
+
+    name: str
+
+    async def classify_directed(self, texts: Sequence[str], direction: Direction) -> list[Scores]:
+        """As :meth:`Classifier.classify`, for texts that travel in ``direction``."""
         ...

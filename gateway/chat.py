@@ -114,7 +114,7 @@ async def _screened(
 ) -> Response:
     state, route, chat = call.state, call.route, call.chat
     segments = input_segments(chat)
-    decision = await screen(route.policy, segments, "input", state.metrics)
+    decision = await screen(route.policy, segments, "input", state.metrics, route=route.name)
     if decision.action != "allow":
         incident_id = await call.record(decision, segments)
         note = decision.note(incident_id)
@@ -147,7 +147,7 @@ async def _complete(call: _Call, headers: dict[str, str], body: bytes) -> Respon
     if not isinstance(result, dict):
         raise UpstreamUnavailable("the upstream answered with a body that is not a JSON object")
     segments = output_segments(result)
-    decision = await screen(call.route.policy, segments, "output", state.metrics)
+    decision = await screen(call.route.policy, segments, "output", state.metrics, route=call.route.name)
     out_headers = [(k, v) for k, v in raw_response_headers(response) if k not in _REPLACED]
     out_headers.append((b"content-type", b"application/json"))
     if decision.action != "allow":
@@ -177,6 +177,7 @@ async def _stream(call: _Call, headers: dict[str, str], body: bytes) -> Response
         call.record,
         response.aclose,
         metrics=state.metrics,
+        route=call.route.name,
         on_holdback=state.metrics.holdback_seconds.observe,
         on_cut=lambda d: _count_cut(state, d, mode),
         label=StreamLabel(call.explicit) if call.explicit is not None else None,

@@ -7,8 +7,6 @@ default route (:func:`default_config`).
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from classifiers.http import expand_env
+
 __all__ = [
     "ConfigError",
     "GatewayConfig",
@@ -34,8 +34,6 @@ __all__ = [
     "default_config",
     "load_config",
 ]
-
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class ConfigError(ValueError):
@@ -178,14 +176,10 @@ class GatewayConfig(_Strict):
 
 def _expand_env(value: Any, where: str) -> Any:
     if isinstance(value, str):
-
-        def sub(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name not in os.environ:
-                raise ConfigError(f"{where}: environment variable {name} is not set")
-            return os.environ[name]
-
-        return _ENV_REF.sub(sub, value)
+        try:
+            return expand_env(value, where)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     if isinstance(value, dict):
         return {k: _expand_env(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, list):

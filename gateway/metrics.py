@@ -51,6 +51,26 @@ class Metrics:
         self.classifier_errors = Counter(
             "modgate_classifier_errors_total", "Classifier errors and timeouts", ["classifier"], registry=r
         )
+        self.classifier_fallbacks = Counter(
+            "modgate_classifier_fallbacks_total",
+            "Classifier calls that failed and were decided by on_error, by reason (timeout, error, "
+            "circuit_open, overloaded)",
+            ["classifier", "reason", "on_error"],
+            registry=r,
+        )
+        self.classifier_circuit_open = Gauge(
+            "modgate_classifier_circuit_open",
+            "1 while a classifier's circuit breaker is open or half-open",
+            ["classifier"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.cascade_texts = Counter(
+            "modgate_cascade_texts_total",
+            "Texts a later-stage (cascade) classifier ran on or skipped",
+            ["classifier", "outcome"],
+            registry=r,
+        )
         self.upstream_seconds = Histogram(
             "modgate_upstream_seconds",
             "Upstream time to response headers",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
 
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from classifiers.base import RISK_CODE_PATTERN, Classifier, InlineClassifier, Scores, StreamingClassifier
 from classifiers.lru import LRU
+from gateway.cascade import ClassifierRun, Member, build_stages
 from gateway.duties import ComplaintSettings, EnforcementSettings, LabelingSettings, RetentionSettings
 
 __all__ = [
@@ -146,6 +147,8 @@ class Policy:
     classifiers: Mapping[str, Classifier]
     version: str
     source: str
+    #: Classifier id -> its ``run:`` block (stage, when, timeout, breaker, ...), where it has one.
+    runs: Mapping[str, ClassifierRun] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -163,6 +166,15 @@ class Policy:
     @cached_property
     def awaited_classifiers(self) -> tuple[Classifier, ...]:
         return tuple(c for c in self.classifiers.values() if not isinstance(c, InlineClassifier))
+
+    @cached_property
+    def stages(self) -> tuple[tuple[Member, ...], ...]:
+        """The awaited classifiers by stage, each behind its timeout, limit, breaker and cache
+        (built once per loaded policy: the breaker's state lives here)."""
+        awaited = {cid: c for cid, c in self.classifiers.items() if not isinstance(c, InlineClassifier)}
+        return build_stages(
+            awaited, self.runs, timeout_s=self.spec.classifier_timeout_s, on_error=self.spec.on_error
+        )
 
     @cached_property
     def streaming_classifiers(self) -> tuple[StreamingClassifier, ...]:

@@ -16,7 +16,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from classifiers.base import InlineClassifier
 from classifiers.registry import Registry, builtin_registry
+from gateway.cascade import ClassifierRun
 from gateway.policy import Policy, PolicyFile
 
 __all__ = ["PolicyError", "bundled_policy_path", "load_policy"]
@@ -123,11 +125,12 @@ def _load_chain(path: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], dic
 
 def _build_classifiers(
     path: Path, entries: dict[str, _Entry], registry: Registry
-) -> tuple[dict[str, Any], list[str]]:
+) -> tuple[dict[str, Any], dict[str, ClassifierRun], list[str]]:
     built: dict[str, Any] = {}
+    runs: dict[str, ClassifierRun] = {}
     revisions = []
     for cid, entry in sorted(entries.items()):
-        params = {k: v for k, v in entry.spec.items() if k != "type"}
+        params = {k: v for k, v in entry.spec.items() if k not in ("type", "run")}
         type_name = str(entry.spec["type"])
         try:
             validated = registry.validate(type_name, params, entry.base_dir)
@@ -135,10 +138,29 @@ def _build_classifiers(
             raise PolicyError(_format_validation(entry.path, exc, f"classifiers.{cid}")) from exc
         except ValueError as exc:
             raise PolicyError(f"{entry.path}: classifiers.{cid}.type: {exc}") from exc
+        if "run" in entry.spec:
+            try:
+                runs[cid] = ClassifierRun.model_validate(entry.spec["run"])
+            except ValidationError as exc:
+                raise PolicyError(_format_validation(entry.path, exc, f"classifiers.{cid}.run")) from exc
         classifier = registry.build(cid, type_name, validated)
+        if cid in runs and isinstance(classifier, InlineClassifier):
+            raise PolicyError(f"{entry.path}: classifiers.{cid}.run: keyword lists and patterns always run "
+                              "inline; run: is for models and remote classifiers")  # fmt: skip
         built[cid] = classifier
         revisions.append(f"{cid}={getattr(classifier, 'revision', '')}")
-    return built, revisions
+    _check_cascade(path, built, runs)
+    return built, runs, revisions
+
+
+def _check_cascade(path: Path, built: dict[str, Any], runs: dict[str, ClassifierRun]) -> None:
+    stages = [
+        runs[c].stage if c in runs else 0 for c, clf in built.items() if not isinstance(clf, InlineClassifier)
+    ]
+    for cid, run in runs.items():
+        if run.when.uncertain is not None and not any(s < run.stage for s in stages):
+            raise PolicyError(f"{path}: classifiers.{cid}.run.when.uncertain: no classifier runs at an "
+                              f"earlier stage than {run.stage}, so nothing can be uncertain")  # fmt: skip
 
 
 def load_policy(path: Path | str | None = None, registry: Registry | None = None) -> Policy:
@@ -154,7 +176,7 @@ def load_policy(path: Path | str | None = None, registry: Registry | None = None
         spec = PolicyFile.model_validate(merged)
     except ValidationError as exc:
         raise PolicyError(_format_validation(path, exc)) from exc
-    classifiers, revisions = _build_classifiers(path, entries, registry or builtin_registry())
+    classifiers, runs, revisions = _build_classifiers(path, entries, registry or builtin_registry())
     canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
     digest = hashlib.sha256(canonical.encode() + "\n".join(revisions).encode()).hexdigest()
-    return Policy(spec=spec, classifiers=classifiers, version=digest[:16], source=str(path))
+    return Policy(spec=spec, classifiers=classifiers, version=digest[:16], source=str(path), runs=runs)

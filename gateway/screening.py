@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from classifiers.base import Classifier, InlineClassifier, Scores, Span
+from classifiers.base import Direction, InlineClassifier, Scores, Span
+from classifiers.guarded import failure_kind
 from classifiers.lru import LRU
+from gateway.cascade import Member
 from gateway.metrics import Metrics
 from gateway.policy import Action, Policy, severity
 
@@ -22,7 +24,6 @@ __all__ = ["ERROR_CODE", "Decision", "Direction", "Hit", "Segment", "redact", "s
 
 log = logging.getLogger(__name__)
 
-Direction = Literal["input", "output"]
 #: Risk code recorded when a classifier fails and ``on_error`` turns the failure into a decision.
 ERROR_CODE = "X.classifier_error"
 
@@ -131,23 +132,28 @@ def _run_inline(
     return out
 
 
-async def _run(clf: Classifier, texts: list[str], limit_s: float, metrics: Metrics | None) -> Any:
+async def _run(member: Member, texts: list[str], direction: Direction, metrics: Metrics | None) -> Any:
     start = time.perf_counter()
+    runner = member.runner
     try:
-        async with asyncio.timeout(limit_s):
-            result = await clf.classify(texts)
+        result = await runner.classify(texts, direction)
     except Exception as exc:  # a failing classifier must not take the request down; on_error decides
-        return _failed(clf.name, exc, metrics)
+        if metrics:
+            reason = failure_kind(exc)
+            metrics.child(metrics.classifier_fallbacks, member.name, reason, member.on_error).inc()
+        return _failed(member.name, exc, metrics)
+    finally:
+        if metrics and runner.breaker is not None:
+            metrics.child(metrics.classifier_circuit_open, member.name).set(runner.breaker.state != "closed")
     if metrics:
-        metrics.classifier_done(clf.name, time.perf_counter() - start)
+        metrics.classifier_done(member.name, time.perf_counter() - start)
     return result
 
 
-def _error_hits(policy: Policy, name: str, n: int) -> list[Hit]:
-    on_error = policy.spec.on_error
+def _error_hits(name: str, on_error: Action, segments: Sequence[int]) -> list[Hit]:
     if on_error == "allow":
         return []
-    return [Hit(ERROR_CODE, 1.0, name, on_error, i) for i in range(n)]
+    return [Hit(ERROR_CODE, 1.0, name, on_error, i) for i in segments]
 
 
 async def screen(
@@ -158,36 +164,83 @@ async def screen(
     *,
     cache: bool = True,
     kinds: Literal["all", "inline", "awaited"] = "all",
+    route: str | None = None,
 ) -> Decision:
-    """Run every classifier of the policy over the segments and apply its rules.
+    """Run the policy's classifiers over the segments and apply its rules.
 
+    Inline classifiers first, then the awaited ones stage by stage (``gateway.cascade``): a
+    later stage sees what the earlier ones scored, and skips the texts already blocked.
     ``cache=False`` for texts that will not come again (stream windows), so they do not push
     the repeated ones out of the cache. ``kinds`` runs only the inline classifiers or only the
-    awaited ones (a stream checks keyword lists before it waits for a model).
+    awaited ones (a stream checks keyword lists before it waits for a model). ``route`` is the
+    gateway route's name, for classifiers that run on some routes only.
     """
     texts = [s.text for s in segments]
     inline = policy.inline_classifiers if kinds != "awaited" else ()
-    awaited = policy.awaited_classifiers if kinds != "inline" else ()
-    if not texts or not (inline or awaited):
-        return Decision("allow", direction, policy.name, policy.version, (), tuple({} for _ in texts))
-    names = [c.name for c in inline] + [c.name for c in awaited]
-    lru = policy.scan_cache if cache else None
-    results = _run_inline(inline, texts, lru, metrics) if inline else []
-    timeout = policy.spec.classifier_timeout_s
-    if len(awaited) == 1:
-        results.append(await _run(awaited[0], texts, timeout, metrics))
-    elif awaited:
-        results.extend(await asyncio.gather(*(_run(c, texts, timeout, metrics) for c in awaited)))
+    stages = policy.stages if kinds != "inline" else ()
     hits: list[Hit] = []
     scores: list[dict[str, float]] = [{} for _ in texts]
-    for name, result in zip(names, results, strict=True):
-        if isinstance(result, BaseException) or len(result) != len(texts):
-            hits.extend(_error_hits(policy, name, len(texts)))
-            continue
-        for i, verdict in enumerate(result):
-            hits.extend(_hits(policy, verdict, i, direction, scores[i]))
+    if texts and inline:
+        results = _run_inline(inline, texts, policy.scan_cache if cache else None, metrics)
+        for clf, result in zip(inline, results, strict=True):
+            _collect(policy, direction, clf.name, result, range(len(texts)), hits, scores)
+    for stage in stages if texts else ():
+        # A text already blocked needs no later look: nothing found can be more severe.
+        settled = {h.segment for h in hits if h.action == "block"}
+        planned = _plan(stage, scores, settled, route, direction, metrics)
+        runs = [_run(m, [texts[i] for i in idx], direction, metrics) for m, idx in planned]
+        # One model is the common case: awaiting it directly spares a task per request.
+        results = [await runs[0]] if len(runs) == 1 else await asyncio.gather(*runs)
+        for (member, idx), result in zip(planned, results, strict=True):
+            if isinstance(result, BaseException) or len(result) != len(idx):
+                hits.extend(_error_hits(member.name, member.on_error, idx))
+                continue
+            _collect(policy, direction, member.name, result, idx, hits, scores)
     action: Action = max((h.action for h in hits), key=severity, default="allow")
     return Decision(action, direction, policy.name, policy.version, tuple(hits), tuple(scores))
+
+
+def _plan(
+    stage: Sequence[Member],
+    scores: list[dict[str, float]],
+    settled: set[int],
+    route: str | None,
+    direction: Direction,
+    metrics: Metrics | None,
+) -> list[tuple[Member, list[int]]]:
+    """Which member runs on which texts: its route and direction, the texts not yet blocked,
+    and for a cascade those the earlier stages were unsure about."""
+    planned = []
+    for member in stage:
+        idx = (
+            [i for i in member.targets(scores) if i not in settled]
+            if member.applies(route, direction)
+            else []
+        )
+        if metrics and member.run.stage:
+            metrics.child(metrics.cascade_texts, member.name, "ran").inc(len(idx))
+            metrics.child(metrics.cascade_texts, member.name, "skipped").inc(len(scores) - len(idx))
+        if idx:
+            planned.append((member, idx))
+    return planned
+
+
+def _collect(
+    policy: Policy,
+    direction: Direction,
+    name: str,
+    result: Any,
+    idx: Sequence[int],
+    hits: list[Hit],
+    scores: list[dict[str, float]],
+) -> None:
+    """Fold one classifier's verdicts on the texts ``idx`` (or its failure) into ``hits`` and
+    ``scores``."""
+    if isinstance(result, BaseException):
+        hits.extend(_error_hits(name, policy.spec.on_error, idx))
+        return
+    for i, verdict in zip(idx, result, strict=True):
+        hits.extend(_hits(policy, verdict, i, direction, scores[i]))
 
 
 def _hits(

@@ -40,13 +40,15 @@ async def moderations(request: Request) -> Response:
     payload = parse_json_object(await request.body())
     texts = _inputs(payload)
     model = payload.get("model") if isinstance(payload.get("model"), str) else None
-    policy = state.default_policy
+    policy, route = state.default_policy, None
     if state.router is not None:
         caller = state.router.authenticate(
             request.headers.get("authorization"), request.headers.get("x-api-key")
         )
-        policy = state.router.policy_for(request.url.path, model, caller)
-    decision = await screen(policy, [Segment(t, "user") for t in texts], "input", state.metrics)
+        route = state.router.find(request.url.path, model, caller)
+        policy = route.policy if route is not None else state.router.default_policy
+    segments = [Segment(t, "user") for t in texts]
+    decision = await screen(policy, segments, "input", state.metrics, route=route.name if route else None)
     results = []
     for i, scores in enumerate(decision.scores):
         hits = [h for h in decision.hits if h.segment == i]

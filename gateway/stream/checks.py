@@ -58,12 +58,18 @@ class Verdict:
 
 
 async def check_lists(
-    policy: Policy, states: list[ChannelState], final: set[ChannelKey], metrics: Metrics | None, *, hold: bool
+    policy: Policy,
+    states: list[ChannelState],
+    final: set[ChannelKey],
+    metrics: Metrics | None,
+    *,
+    hold: bool,
+    route: str | None = None,
 ) -> Verdict:
     """Keyword lists and patterns on ``states``' pending text with its left context. ``final``
     channels end here: no tail is held back."""
     segments = [Segment(s.window, ck.channel_name(s.key), s.key) for s in states]
-    decision = await screen(policy, segments, "output", metrics, cache=False, kinds="inline")
+    decision = await screen(policy, segments, "output", metrics, cache=False, kinds="inline", route=route)
     holdbacks = [0 if (s.key in final or not hold) else _holdback(policy, s.window) for s in states]
     found = []
     #: Per channel, the start of a match that ends in the held-back tail.
@@ -85,7 +91,13 @@ async def check_lists(
 
 
 async def check_models(
-    policy: Policy, states: list[ChannelState], final: set[ChannelKey], metrics: Metrics | None, *, hold: bool
+    policy: Policy,
+    states: list[ChannelState],
+    final: set[ChannelKey],
+    metrics: Metrics | None,
+    *,
+    hold: bool,
+    route: str | None = None,
 ) -> Verdict:
     """Model classifiers on the text no model has seen, with ``model_context_chars`` before it;
     at a sentence end and for ``final`` channels, on the whole recent passage and on the last
@@ -109,7 +121,7 @@ async def check_models(
         if sentence and sentence != text.strip():
             seen.append((i, sentence, at, True))
     segments = [Segment(text, ck.channel_name(states[i].key), states[i].key) for i, text, _, _ in seen]
-    decision = await screen(policy, segments, "output", metrics, cache=False, kinds="awaited")
+    decision = await screen(policy, segments, "output", metrics, cache=False, kinds="awaited", route=route)
     for state, end, passage in zip(states, ends, passages, strict=True):
         state.model_checked = max(state.model_checked, end)
         if passage:

@@ -56,6 +56,8 @@ class StreamGuard:
     record: Recorder
     close_upstream: Callable[[], Awaitable[None]]
     metrics: Metrics | None = None
+    #: The gateway route's name, for classifiers that run on some routes only.
+    route: str | None = None
     on_holdback: Callable[[float], None] = lambda _s: None
     on_cut: Callable[[Decision], None] = lambda _d: None
     channels: dict[ChannelKey, ChannelState] = field(default_factory=dict)
@@ -207,12 +209,14 @@ class StreamGuard:
             return None
         # Keyword lists and patterns first: their cut closes the upstream without waiting for
         # a model. In hold mode (and for a choice's end in async mode) models check next.
-        verdict = await check_lists(self.policy, dirty, final, self.metrics, hold=self.hold)
+        verdict = await check_lists(self.policy, dirty, final, self.metrics, hold=self.hold, route=self.route)
         cut = self._verdict(verdict, now)
         if cut is None and (self.hold or closing) and self.policy.awaited_classifiers:
             going = [s for s in dirty if s.key[0] not in self.cut_choices]
             if going:
-                model = await check_models(self.policy, going, final, self.metrics, hold=self.hold)
+                model = await check_models(
+                    self.policy, going, final, self.metrics, hold=self.hold, route=self.route
+                )
                 cut = self._verdict(model, now)
         if cut is None:
             for state in dirty:
@@ -249,7 +253,7 @@ class StreamGuard:
             return
         self.behind_arrived = time.perf_counter()
         self.behind = asyncio.ensure_future(
-            check_models(self.policy, unseen, set(), self.metrics, hold=False)
+            check_models(self.policy, unseen, set(), self.metrics, hold=False, route=self.route)
         )
 
     def _behind_done(self) -> Cut | None:
