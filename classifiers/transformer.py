@@ -53,6 +53,11 @@ class TransformerParams(ClassifierParams):
         "the model's own defaults (head.json), which built-in models have.",
     )
     quantize: Literal["none", "int8"] = Field("none", description="Dynamic int8 quantisation on load.")
+    activation: Literal["auto", "sigmoid", "softmax"] = Field(
+        "auto",
+        description="Sequence classification models: sigmoid scores each label apart (multi-label), "
+        "softmax shares 1.0 among them; auto follows the config's problem_type (softmax when unset).",
+    )
     max_tokens: int = Field(256, ge=16, le=512, description="Tokens per window; longer texts are split.")
     stride: int = Field(64, ge=0, le=256, description="Tokens of overlap between windows.")
     max_batch: int = Field(32, ge=1, le=1024, description="Texts per forward pass.")
@@ -139,7 +144,7 @@ class TransformerClassifier:
         kind = params.runtime or _trained_runtime(directory)
         runtime = Runtime(kind, params.encoder_cache or default_cache_dir(), params.threads)
         model = _shared_model(directory, encoder, params.quantize == "int8", params.max_tokens, params.stride,
-                              params.max_batch, runtime)  # fmt: skip
+                              params.max_batch, runtime, params.activation)  # fmt: skip
         labels = params.labels or _default_labels(model.spec, name)
         unknown = sorted(set(labels) - set(model.labels))
         if unknown:
@@ -199,6 +204,7 @@ def _shared_model(
     stride: int,
     batch: int,
     runtime: Any,
+    activation: Literal["auto", "sigmoid", "softmax"] = "auto",
 ) -> Any:
     """One loaded copy per process of each model and setting: several policies (routes,
     tenants) naming modgate-guard share its few hundred MB."""
@@ -206,7 +212,7 @@ def _shared_model(
 
     return hf.load_model(
         directory, encoder=encoder, quantize=quantize, max_tokens=max_tokens, stride=stride, batch_size=batch,
-        runtime=runtime,
+        runtime=runtime, activation=activation,
     )  # fmt: skip
 
 

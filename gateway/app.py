@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from classifiers.http import aclose_shared_clients
 from gateway.admin import AdminAuth
 from gateway.config import GatewayConfig, default_config, load_config
 from gateway.enforcement import Enforcer
@@ -184,6 +185,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.gather(*tasks, return_exceptions=True)
         for upstream in upstreams.values():
             await upstream.client.aclose()
+        await aclose_shared_clients()
         await state.store.close()
 
 

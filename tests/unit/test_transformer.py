@@ -65,6 +65,20 @@ def test_single_label_models_use_softmax(tmp_path: Path) -> None:
         assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_activation_overrides_the_configs_problem_type(tmp_path: Path) -> None:
+    """Multi-label models often leave problem_type unset; softmax would make their labels compete."""
+    single = tiny_models.sequence_classifier(tmp_path / "single", multi_label=False)
+    multi = tiny_models.sequence_classifier(tmp_path / "multi", multi_label=True)
+    as_sigmoid = hf.load_model(single, activation="sigmoid")
+    as_softmax = hf.load_model(multi, activation="softmax")
+    assert as_sigmoid.multi_label and not as_softmax.multi_label
+    for probs in as_softmax.predict([EN, ZH]):
+        assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
+    assert any(abs(sum(p.values()) - 1.0) > 1e-3 for p in as_sigmoid.predict([EN, ZH]))
+    with pytest.raises(ValueError, match="sigmoid"):
+        hf.load_model(tiny_models.encoder_with_head(tmp_path / "head"), activation="softmax")
+
+
 def test_batched_and_padded_predictions_equal_one_by_one(seqcls: Path) -> None:
     model = hf.load_model(seqcls, batch_size=2)
     texts = [EN, ZH, "a", EN * 3, "炸药配方是什么"]
