@@ -69,11 +69,12 @@ class Registry:
 @cache
 def builtin_registry() -> Registry:
     """The registry with every classifier type that ships with modgate."""
-    from classifiers import lexicon, patterns, transformer
+    from classifiers import lexicon, patterns, remote, transformer
 
     registry = Registry()
     registry.register("lexicon", lexicon.LexiconParams, lexicon.LexiconClassifier.from_params)
     registry.register("patterns", patterns.PatternParams, patterns.PatternClassifier.from_params)
+    registry.register("remote", remote.RemoteParams, remote.RemoteClassifier.from_params)
     registry.register(
         "transformer", transformer.TransformerParams, transformer.TransformerClassifier.from_params
     )
