@@ -69,9 +69,10 @@ class Registry:
 @cache
 def builtin_registry() -> Registry:
     """The registry with every classifier type that ships with modgate."""
-    from classifiers import lexicon, patterns, remote, transformer
+    from classifiers import guardllm, lexicon, patterns, remote, transformer
 
     registry = Registry()
+    registry.register("guard-llm", guardllm.GuardLLMParams, guardllm.GuardLLMClassifier.from_params)
     registry.register("lexicon", lexicon.LexiconParams, lexicon.LexiconClassifier.from_params)
     registry.register("patterns", patterns.PatternParams, patterns.PatternClassifier.from_params)
     registry.register("remote", remote.RemoteParams, remote.RemoteClassifier.from_params)

@@ -99,3 +99,90 @@ def encoder_with_head(
         raw["label_map"] = label_map
     (directory / "head.json").write_text(json.dumps(raw), encoding="utf-8")
     return directory
+
+
+#: Whole-word tokens of the guard models' answers (a leading space or newline is part of the word,
+#: as in byte-level BPE, so that no token repeats within one scripted answer).
+GUARD_WORDS = (
+    "safe", "unsafe", "\n", "\n\n", ",", *(f"S{i}" for i in range(1, 15)),
+    "Safety:", " Safe", " Unsafe", " Controversial", "\nCategories:", " Violent", " Jailbreak", " PII",
+    " None", "\nRefusal:", " Yes", " No", "Yes", "No",
+)  # fmt: skip
+GUARD_CHAT_TEMPLATE = (
+    "{%- for m in messages -%}<|{{ m['role'] }}|>"
+    "{%- if m['content'] is string -%}{{ m['content'] }}"
+    "{%- else -%}{%- for part in m['content'] -%}{{ part['text'] }}{%- endfor -%}{%- endif -%}<|end|>"
+    "{%- endfor -%}"
+    "{%- if guideline is defined -%}<|system|>{{ guideline }}<|end|>{%- endif -%}"
+    "{%- if add_generation_prompt -%}<|assistant|>{%- endif -%}"
+)
+
+
+def _guard_tokenizer(directory: Path) -> list[str]:
+    """A WordPiece tokenizer: the guard words whole, anything else by characters (English and
+    Chinese); a Jinja chat template that also takes ShieldGemma's ``guideline``."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+    chars = sorted(set(string.ascii_letters + string.digits + string.punctuation + " \n" + _CJK))
+    vocab = list(dict.fromkeys([*specials, *GUARD_WORDS, *chars, *(f"##{c}" for c in chars)]))
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="<unk>"))
+    pieces = r"\n*[A-Za-z]+:| ?[A-Za-z0-9]+|[\u4e00-\u9fff]|\n+|\s|[^\sA-Za-z0-9]"
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(pieces), behavior="isolated")
+    tok.decoder = decoders.Sequence([decoders.Replace("##", ""), decoders.Fuse()])
+    tok.add_special_tokens(specials)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+        model_max_length=4096,
+    )  # fmt: skip
+    fast.chat_template = GUARD_CHAT_TEMPLATE
+    fast.save_pretrained(directory)
+    return vocab
+
+
+def causal_guard_lm(
+    directory: Path, answer: tuple[str, ...], alternatives: Mapping[int, Mapping[str, float]] | None = None
+) -> Path:
+    """A LlamaForCausalLM that answers every prompt with ``answer`` (a sequence of distinct
+    ``GUARD_WORDS``), then ``</s>``. At step ``i`` the chosen word has probability
+    ``1 - sum(alternatives[i].values())`` and each alternative word its own.
+
+    Attention and MLP outputs are zeroed, so the last hidden state is the current token's
+    embedding: a bigram model. Every token outside the answer embeds as one-hot 0 (the state
+    "prompt read"), the answer's ``i``-th word as one-hot ``i + 1``; the final norm maps one-hots
+    to unit vectors, so ``lm_head`` column ``j`` holds the log-probabilities after state ``j``.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if len(set(answer)) != len(answer) or not set(answer) <= set(GUARD_WORDS):
+        raise ValueError("answer words must be distinct GUARD_WORDS")
+    vocab = _guard_tokenizer(directory)
+    ids = {t: i for i, t in enumerate(vocab)}
+    hidden = 32
+    config = LlamaConfig(
+        vocab_size=len(vocab), hidden_size=hidden, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=False,
+        pad_token_id=ids["<pad>"], bos_token_id=ids["<s>"], eos_token_id=ids["</s>"],
+    )  # fmt: skip
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        embed = torch.zeros(len(vocab), hidden)
+        embed[:, 0] = 1.0
+        for i, word in enumerate(answer):
+            embed[ids[word]] = 0.0
+            embed[ids[word], i + 1] = 1.0
+        model.model.embed_tokens.weight.copy_(embed)
+        model.model.norm.weight.fill_(hidden**-0.5)
+        head = torch.full((len(vocab), hidden), -40.0)
+        for step, word in enumerate((*answer, "</s>")):
+            others = dict((alternatives or {}).get(step, {}))
+            head[ids[word], step] = float(torch.log(torch.tensor(1.0 - sum(others.values()))))
+            for other, p in others.items():
+                head[ids[other], step] = float(torch.log(torch.tensor(p)))
+        model.lm_head.weight.copy_(head)
+    model.save_pretrained(directory)
+    return directory

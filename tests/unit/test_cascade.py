@@ -257,7 +257,10 @@ def test_run_on_a_keyword_list_is_refused(tmp_path: Path, registry: Registry) ->
 # --- timeout, on_error, breaker, limit, cache ------------------------------------------------------
 
 
-async def test_per_classifier_timeout_and_on_error(tmp_path: Path, registry: Registry) -> None:
+@pytest.mark.parametrize("direction", ["input", "output"])
+async def test_per_classifier_timeout_and_on_error(
+    tmp_path: Path, registry: Registry, direction: Direction
+) -> None:
     body = (
         "classifiers:\n"
         "  slow: {type: fake, delay_s: 5, run: {timeout_s: 0.05, on_error: flag}}\n"
@@ -267,7 +270,7 @@ async def test_per_classifier_timeout_and_on_error(tmp_path: Path, registry: Reg
     )
     policy = load_policy(policy_file(tmp_path, body), registry)
     metrics = Metrics()
-    decision = await screen(policy, segs("hello", "你好"), "input", metrics)
+    decision = await screen(policy, segs("hello", "你好"), direction, metrics)
     errors = sorted((h.classifier, h.action, h.segment) for h in decision.hits if h.code == ERROR_CODE)
     assert errors == [
         ("slow", "flag", 0),
@@ -281,7 +284,10 @@ async def test_per_classifier_timeout_and_on_error(tmp_path: Path, registry: Reg
     assert fallbacks.labels("strict", "error", "block")._value.get() == 1
 
 
-async def test_circuit_breaker_opens_fails_fast_and_recovers(tmp_path: Path, registry: Registry) -> None:
+@pytest.mark.parametrize("direction", ["input", "output"])
+async def test_circuit_breaker_opens_fails_fast_and_recovers(
+    tmp_path: Path, registry: Registry, direction: Direction
+) -> None:
     body = (
         "classifiers:\n"
         "  remote: {type: fake, fail: true, run: {circuit_breaker: {failures: 2, reset_s: 0.2}}}\n"
@@ -291,7 +297,7 @@ async def test_circuit_breaker_opens_fails_fast_and_recovers(tmp_path: Path, reg
     metrics = Metrics()
     clf = BUILT["remote"]
     for _ in range(4):
-        decision = await screen(policy, segs("hello"), "output", metrics)
+        decision = await screen(policy, segs("hello"), direction, metrics)
         assert decision.action == "flag"
     assert len(clf.calls) == 2  # the last two failed fast without a call
     fallbacks = metrics.classifier_fallbacks
@@ -299,7 +305,7 @@ async def test_circuit_breaker_opens_fails_fast_and_recovers(tmp_path: Path, reg
     assert metrics.classifier_circuit_open.labels("remote")._value.get() == 1
     await asyncio.sleep(0.25)
     clf.fail = False  # the server is back: the trial call closes the breaker
-    assert (await screen(policy, segs("hello"), "output", metrics)).action == "allow"
+    assert (await screen(policy, segs("你好"), direction, metrics)).action == "allow"
     assert len(clf.calls) == 3
     assert metrics.classifier_circuit_open.labels("remote")._value.get() == 0
 
