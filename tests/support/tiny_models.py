@@ -132,7 +132,7 @@ def _guard_tokenizer(directory: Path) -> list[str]:
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(pieces), behavior="isolated")
     tok.decoder = decoders.Sequence([decoders.Replace("##", ""), decoders.Fuse()])
     tok.add_special_tokens(specials)
-    fast = PreTrainedTokenizerFast(
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>",
         model_max_length=4096,
     )  # fmt: skip
@@ -165,7 +165,7 @@ def causal_guard_lm(
         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=False,
         pad_token_id=ids["<pad>"], bos_token_id=ids["<s>"], eos_token_id=ids["</s>"],
     )  # fmt: skip
-    model = LlamaForCausalLM(config).eval()
+    model = LlamaForCausalLM(config)
     with torch.no_grad():
         for layer in model.model.layers:
             layer.self_attn.o_proj.weight.zero_()
