@@ -1,4 +1,5 @@
-"""The stream guard for OpenAI chat-completion streams.
+"""The stream guard: one for every API whose answer streams as SSE (the API's own events are
+read and written by its :class:`~gateway.stream.shape.StreamShape`).
 
 Stages: ``upstream bytes → SSE batches (sse.py) → chunks → text per channel (channels.py)
 → one check per batch → rewritten chunks → explicit label (labeling.py), when the policy
@@ -11,7 +12,8 @@ it and holds back the tail that could still complete a term or pattern. ``async`
 keyword lists and patterns inline and releases at once; models check right behind the release
 (one check in flight per stream), and a cut names the delivered span to retract. On a stopping
 decision the guard closes the upstream response first (generation stops), records the
-incident, then sends a final ``content_filter`` chunk and ``[DONE]``.
+incident, then sends the events that end the answer (OpenAI: a ``content_filter`` chunk and
+``[DONE]``; Anthropic: ``stop_reason: "refusal"`` and ``message_stop``).
 """
 
 from __future__ import annotations
@@ -24,26 +26,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from gateway.errors import UpstreamUnavailable
 from gateway.metrics import Metrics
 from gateway.policy import Policy, severity
 from gateway.screening import Decision, Segment
-from gateway.stream import chunks as ck
 from gateway.stream.channels import ChannelKey, ChannelState
 from gateway.stream.checks import Verdict, check_lists, check_models
 from gateway.stream.cuts import Cut, make_cut
 from gateway.stream.labeling import StreamLabel
+from gateway.stream.shape import OpenAIChatShape, StreamShape
 from gateway.stream.soft import SoftHits
-from gateway.stream.sse import SSEEvent, encode_data, next_batch, sse_batches
+from gateway.stream.sse import SSEEvent, next_batch, sse_batches
 
 __all__ = ["Cut", "StreamGuard"]
 
 log = logging.getLogger(__name__)
-
-DONE = b"data: [DONE]\n\n"
-
 
 Recorder = Callable[[Decision, list[Segment], int, list[list[int]]], Awaitable[str | None]]
 _Parsed = list[tuple[SSEEvent, dict[str, Any] | None, dict[ChannelKey, int]]]
@@ -58,6 +55,8 @@ class StreamGuard:
     metrics: Metrics | None = None
     #: The gateway route's name, for classifiers that run on some routes only.
     route: str | None = None
+    #: The API's stream format.
+    shape: StreamShape = field(default_factory=OpenAIChatShape)
     on_holdback: Callable[[float], None] = lambda _s: None
     on_cut: Callable[[Decision], None] = lambda _d: None
     channels: dict[ChannelKey, ChannelState] = field(default_factory=dict)
@@ -135,7 +134,7 @@ class StreamGuard:
                 yield await self._cut(cut)
                 return
             await self._record_soft()
-            yield DONE
+            yield self.shape.done
         finally:
             # Awaited, not only cancelled: the read must let go of the upstream before it closes.
             await _stop(reading)
@@ -145,11 +144,12 @@ class StreamGuard:
         parsed: _Parsed = []
         now = time.perf_counter()
         finishing: set[int] = set()
+        closed: set[ChannelKey] = set()
         for event in events:
-            if event.data == "[DONE]":
-                # Whatever follows [DONE] is not part of the answer; the guard ends the stream.
+            if self.shape.is_done(event):
+                # Whatever follows the end marker is not part of the answer; the guard ends it.
                 break
-            chunk = ck.parse_chunk(event)
+            chunk = self.shape.parse(event)
             if chunk is None and event.data is not None:
                 # Text we cannot parse must not reach the client unscreened.
                 raise UpstreamUnavailable("the upstream sent a stream event that is not a JSON object")
@@ -157,8 +157,8 @@ class StreamGuard:
                 continue  # no data and no comment: nothing a client could use (SSE spec: ignore)
             ends: dict[ChannelKey, int] = {}
             if chunk is not None:
-                self.template = ck.template_of(chunk, self.template)
-                for key, text in ck.texts(chunk):
+                self.template = self.shape.template_of(chunk, self.template)
+                for key, text in self.shape.texts(chunk):
                     if key[0] in self.cut_choices:
                         continue
                     state = self._channel(key)
@@ -166,10 +166,11 @@ class StreamGuard:
                     ends[key] = state.released + len(state.pending)
                     if self.first_text is None:
                         self.first_text = now
-                finishing.update(ck.finished_choices(chunk) - self.cut_choices)
+                finishing.update(self.shape.finished_choices(chunk) - self.cut_choices)
+                closed |= self.shape.closed_channels(chunk)
             parsed.append((event, chunk, ends))
-        done = any(e.data == "[DONE]" for e in events)
-        final = {key for key in self.channels if done or key[0] in finishing}
+        done = any(self.shape.is_done(e) for e in events)
+        final = {key for key in self.channels if done or key[0] in finishing or key in closed}
         cut = await self._check(final, now)
         if cut is not None:
             return b"", cut, done
@@ -292,19 +293,11 @@ class StreamGuard:
             if chunk is None:
                 out += event.raw  # comments, keep-alives, non-JSON events pass as they came
                 continue
-            chunk, dropped = ck.drop_choices(chunk, self.cut_choices)
-            if chunk is None:
-                continue
-            rewritten, changed = ck.rewrite(chunk, ends, self.channels, redaction)
-            if rewritten is None:
-                continue
-            changed = changed or dropped
-            if self.label is not None:
-                labels, relabeled = self.label.before(rewritten, self.template)
-                out += labels
-                if relabeled is not None:
-                    rewritten, changed = relabeled, True
-            out += event.raw if not changed else encode_data(orjson.dumps(rewritten))
+            if closing := self.shape.closed_channels(chunk):
+                out += self._leftovers(closing)  # a channel's last text goes out before its end
+            out += self.shape.render(
+                event, chunk, ends, self.channels, redaction, self.cut_choices, self.label, self.template
+            )
         out += self._leftovers()
         for state in self.channels.values():
             for wait in state.commit(state.release_end):
@@ -319,13 +312,10 @@ class StreamGuard:
                 self.metrics.stream_first_text_seconds.observe(time.perf_counter() - self.first_text)
         return bytes(out)
 
-    def _leftovers(self) -> bytes:
+    def _leftovers(self, keys: set[ChannelKey] | None = None) -> bytes:
         """Released text that no chunk of this batch carried (held from earlier batches)."""
-        extra = ck.leftover_chunk(self.channels, self.template, self.policy.spec.refusal.redaction)
-        if not extra:
-            return b""
-        labels = self.label.before(extra, self.template)[0] if self.label is not None else b""
-        return labels + encode_data(orjson.dumps(extra))
+        redaction = self.policy.spec.refusal.redaction
+        return self.shape.leftovers(self.channels, self.template, redaction, self.label, keys)
 
     async def _cut(self, cut: Cut) -> bytes:
         await self.close_upstream()
@@ -335,7 +325,7 @@ class StreamGuard:
             mode = self.policy.spec.streaming.mode
             self.metrics.stream_cut_seconds.labels("upstream_closed", mode).observe(closed - cut.arrived)
         await self._record_soft()
-        return final + DONE
+        return final + self.shape.done
 
     async def _emit_parts(self) -> bytes:
         """The final chunks of choices cut while others go on."""
@@ -349,20 +339,17 @@ class StreamGuard:
         self.on_cut(cut.decision)
         incident_id = await self.record(cut.decision, cut.segments, cut.exposed_chars, cut.offsets)
         finished = self.finished | (self.cut_choices - cut.choices)
-        final = ck.cut_chunk(
-            self.template, self.channels, self.policy, cut.decision, incident_id, finished, only
-        )
-        if cut.retract is not None:
-            final["modgate"]["retract"] = cut.retract
-        if self.label is not None:
-            self.label.into_cut(final)
+        final = self.shape.cut(
+            self.template, self.channels, self.policy, cut.decision, incident_id, finished, only,
+            cut.retract, self.label,
+        )  # fmt: skip
         if self.metrics is not None and cut.arrived:
             mode = self.policy.spec.streaming.mode
             self.metrics.stream_cut_seconds.labels("final_chunk", mode).observe(
                 time.perf_counter() - cut.arrived
             )
             self.metrics.stream_exposed_chars.labels(mode).observe(cut.exposed_chars)
-        return encode_data(orjson.dumps(final))
+        return final
 
     async def _record_soft(self) -> None:
         if (soft := self.soft.take(self.policy)) is not None:
