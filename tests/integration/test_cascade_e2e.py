@@ -195,3 +195,23 @@ def test_failing_expensive_tier_blocks_a_stream_when_on_error_is_block(
     assert note["risks"] == ["X.classifier_error"]
     if mode == "hold":
         assert "idiot" not in text
+
+
+def test_breaker_opens_across_streams_and_they_fail_fast(
+    make_gateway: GatewayFactory, services: tuple[ClassifierServer, str]
+) -> None:
+    server, base = services
+    server.clear()
+    gateway = make_gateway(policy=policy(base, guard_path="/status/503", on_error="flag"))
+    for i in range(4):
+        text, chunks = stream(gateway, f"cascade-breaker-{i}", ["You are an ", "idiot."])
+        assert text == "You are an idiot."  # flag: the answer goes on, the failure is recorded
+        assert chunks[-1].choices[0].finish_reason == "stop"
+    calls = len(guard_calls(server))
+    with httpx.Client(base_url=gateway.base) as http:
+        metrics = http.get("/metrics").text
+    opened = counter(
+        metrics,
+        'modgate_classifier_fallbacks_total{classifier="guard",on_error="flag",reason="circuit_open"}',
+    )
+    assert calls == 2 and opened >= 1  # after two failures the later windows never reached the guard
