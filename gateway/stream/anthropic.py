@@ -14,7 +14,7 @@ message with ``stop_reason: "refusal"`` (what Anthropic's own classifiers send) 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -23,7 +23,7 @@ from gateway.policy import Policy
 from gateway.screening import Decision
 from gateway.stream.channels import ChannelKey, ChannelState
 from gateway.stream.labeling import StreamLabel
-from gateway.stream.sse import SSEEvent
+from gateway.stream.sse import SSEEvent, sse_batches
 
 __all__ = ["AnthropicShape"]
 
@@ -53,6 +53,9 @@ class AnthropicShape:
         self.open: set[int] = set()
         #: The highest block index seen (the refusal block of a cut comes after it).
         self.last_index = -1
+
+    def batches(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[list[SSEEvent]]:
+        return sse_batches(chunks)
 
     def parse(self, event: SSEEvent) -> Chunk | None:
         if not event.data:

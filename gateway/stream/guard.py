@@ -36,7 +36,7 @@ from gateway.stream.cuts import Cut, make_cut
 from gateway.stream.labeling import StreamLabel
 from gateway.stream.shape import OpenAIChatShape, StreamShape
 from gateway.stream.soft import SoftHits
-from gateway.stream.sse import SSEEvent, next_batch, sse_batches
+from gateway.stream.sse import SSEEvent, next_batch
 
 __all__ = ["Cut", "StreamGuard"]
 
@@ -91,7 +91,7 @@ class StreamGuard:
         return state
 
     async def run(self, upstream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        batches = sse_batches(upstream)
+        batches = self.shape.batches(upstream)
         reading: asyncio.Future[list[SSEEvent] | None] | None = None
         try:
             while True:

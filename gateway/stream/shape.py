@@ -9,7 +9,7 @@ checks and releases. A :class:`StreamShape` turns one API's events into channel 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Protocol
 
 import orjson
@@ -19,7 +19,7 @@ from gateway.screening import Decision
 from gateway.stream import chunks as ck
 from gateway.stream.channels import ChannelKey, ChannelState
 from gateway.stream.labeling import StreamLabel
-from gateway.stream.sse import SSEEvent, encode_data
+from gateway.stream.sse import SSEEvent, encode_data, sse_batches
 
 __all__ = ["OpenAIChatShape", "StreamShape"]
 
@@ -29,6 +29,10 @@ Chunk = dict[str, Any]
 class StreamShape(Protocol):
     #: What ends the stream to the client (after the last event or a cut).
     done: bytes
+
+    def batches(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[list[SSEEvent]]:
+        """The upstream's bytes as events, grouped by read (``sse_batches`` for SSE)."""
+        ...
 
     def parse(self, event: SSEEvent) -> Chunk | None:
         """The event's JSON object; None for comments, the end marker and non-JSON data."""
@@ -95,6 +99,9 @@ class OpenAIChatShape:
     """``chat.completion.chunk`` events (``chunks.py``), ending with ``data: [DONE]``."""
 
     done = b"data: [DONE]\n\n"
+
+    def batches(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[list[SSEEvent]]:
+        return sse_batches(chunks)
 
     def parse(self, event: SSEEvent) -> Chunk | None:
         return ck.parse_chunk(event)

@@ -12,7 +12,15 @@ from dataclasses import dataclass
 
 from gateway.errors import UpstreamUnavailable
 
-__all__ = ["MAX_EVENT_BYTES", "SSEEvent", "SSEParser", "encode_data", "next_batch", "sse_batches"]
+__all__ = [
+    "MAX_EVENT_BYTES",
+    "SSEEvent",
+    "SSEParser",
+    "encode_data",
+    "jsonl_batches",
+    "next_batch",
+    "sse_batches",
+]
 
 MAX_EVENT_BYTES = 4 * 1024 * 1024
 
@@ -99,6 +107,30 @@ async def sse_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[SSEEve
     tail = parser.close()
     if tail:
         yield tail
+
+
+async def jsonl_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[SSEEvent]]:
+    """JSON lines (``application/x-ndjson``): each non-blank line is one event's data, so the
+    guard reads them as it reads SSE events."""
+    buf = b""
+    async for chunk in chunks:
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        if len(buf) > MAX_EVENT_BYTES:
+            raise UpstreamUnavailable("the upstream sent an oversized or unterminated JSON line")
+        events = [_line(line) for line in lines if line.strip()]
+        if events:
+            yield events
+    if buf.strip():
+        yield [_line(buf)]
+
+
+def _line(line: bytes) -> SSEEvent:
+    try:
+        data = line.rstrip(b"\r").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UpstreamUnavailable("the upstream sent a JSON line that is not UTF-8") from exc
+    return SSEEvent(data, None, None, line.rstrip(b"\r") + b"\n")
 
 
 async def next_batch(batches: AsyncIterator[list[SSEEvent]]) -> list[SSEEvent] | None:
