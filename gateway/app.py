@@ -231,7 +231,16 @@ def _admin(settings: Settings, config: GatewayConfig) -> AdminAuth:
 
 def create_app(settings: Settings) -> FastAPI:
     """Build the gateway app for ``settings``; config and policies are validated here."""
-    from gateway.routes import admin, admin_cases, chat, complaints, health, moderations, passthrough
+    from gateway.routes import (
+        admin,
+        admin_cases,
+        chat,
+        complaints,
+        health,
+        messages,
+        moderations,
+        passthrough,
+    )
 
     config, default_policy, policies = load_gateway(settings)
     metrics = Metrics()
@@ -252,9 +261,11 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (health, admin, admin_cases, complaints, passthrough):
         app.router.routes.extend(module.routes)
     app.add_middleware(EdgeMiddleware, metrics=metrics, max_bytes=settings.max_body_bytes)
-    hot = {**chat.hot, **moderations.hot}
+    hot = {**chat.hot, **messages.hot, **moderations.hot}
     app.hot_routes = frozenset(hot)
-    app.hot_stack = EdgeMiddleware(HotPathMiddleware(app.router, hot), metrics, settings.max_body_bytes)
+    app.hot_stack = EdgeMiddleware(
+        HotPathMiddleware(app.router, hot), metrics, settings.max_body_bytes, messages.renderers
+    )
     return app
 
 

@@ -8,7 +8,7 @@ default route (:func:`default_config`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -52,9 +52,16 @@ class Timeouts(_Strict):
 
 
 class UpstreamConfig(_Strict):
-    base_url: str = Field(..., description="OpenAI-style base URL including /v1.")
+    base_url: str = Field(..., description="Base URL including /v1 (OpenAI- or Anthropic-style).")
+    dialect: Literal["openai", "anthropic"] = Field(
+        "openai",
+        description="How the upstream takes its key: 'openai' as 'Authorization: Bearer', "
+        "'anthropic' as 'x-api-key'.",
+    )
     api_key: SecretStr | None = Field(
-        None, description="Sent as 'Authorization: Bearer'; replaces the client's."
+        None,
+        description="Sent as the dialect asks ('Authorization: Bearer' or 'x-api-key'); "
+        "replaces the client's credentials.",
     )
     headers: dict[str, SecretStr] = Field(default_factory=dict, description="Extra headers sent upstream.")
     timeout: Timeouts = Timeouts()

@@ -129,6 +129,8 @@ class UpstreamStatus(UpstreamError):
     so that SDKs see the same 401/429/5xx (and ``Retry-After``) they would without us."""
 
     def __init__(self, status: int, body: dict[str, Any] | None, headers: dict[str, str]) -> None:
+        #: The upstream's error body as it came, for dialects that pass it on whole.
+        self.upstream_body = body
         err = (body or {}).get("error") if isinstance(body, dict) else None
         if isinstance(err, dict) and isinstance(err.get("message"), str):
             super().__init__(err["message"], param=err.get("param"), code=err.get("code"))

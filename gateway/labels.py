@@ -35,6 +35,7 @@ does get it: it is the service's output shown to the reader like any other answe
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,11 +169,14 @@ def labeled_body(
     response: dict[str, Any],
     raw: bytes | None,
     request_id: str,
+    label_text: Callable[[dict[str, Any], ExplicitLabel], bool] = label_completion,
 ) -> tuple[bytes, bytes | None]:
-    """A ``chat.completion`` body with its labels, and the ``x-aigc-label`` value (None when
-    the implicit label is off). ``raw`` is the body as the upstream sent it while ``response``
-    is unchanged, else None; an unchanged body is not re-encoded."""
-    if explicit is not None and label_completion(response, explicit):
+    """A response body with its labels, and the ``x-aigc-label`` value (None when the
+    implicit label is off). ``raw`` is the body as the upstream sent it while ``response`` is
+    unchanged, else None; an unchanged body is not re-encoded. ``label_text`` adds the explicit
+    label to the dialect's answer text (a ``chat.completion``'s by default) and says whether
+    anything changed."""
+    if explicit is not None and label_text(response, explicit):
         raw = None
     if not labeler.implicit:
         return (raw if raw is not None else orjson.dumps(response)), None

@@ -23,9 +23,12 @@ __all__ = ["EdgeMiddleware", "HotPathMiddleware"]
 
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 _KNOWN_ROUTES = (
-    "/v1/chat/completions", "/v1/moderations", "/v1/models", "/v1/complaints", "/healthz", "/readyz",
-    "/metrics",
+    "/v1/chat/completions", "/v1/messages", "/v1/moderations", "/v1/models", "/v1/complaints",
+    "/healthz", "/readyz", "/metrics",
 )  # fmt: skip
+
+
+Renderer = Callable[[GatewayError], Response]
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -42,12 +45,26 @@ class EdgeMiddleware:
     * ``x-request-id`` on every response: the client's (if well-formed) or a new one;
     * 413 for bodies over the limit, by Content-Length up front or by counting chunks;
     * request count by route and status, and time to the last byte (streams included).
+
+    ``renderers`` renders the edge's own errors on paths whose API has another error shape
+    than OpenAI's (by exact path).
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        max_bytes: int,
+        renderers: Mapping[str, Renderer] | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_bytes = max_bytes
+        self.renderers = renderers or {}
+
+    def _render(self, scope: Scope, exc: GatewayError) -> Response:
+        # Looked up only on an error: the hot path pays nothing for other dialects' shapes.
+        return self.renderers.get(scope["path"], error_response)(exc)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -82,12 +99,12 @@ class EdgeMiddleware:
         length = _header(scope, b"content-length")
         try:
             if length is not None and length.isdigit() and int(length) > self.max_bytes:
-                await error_response(too_large)(scope, receive, edge_send)
+                await self._render(scope, too_large)(scope, receive, edge_send)
             else:
                 await self.app(scope, counting_receive, edge_send)
         except PayloadTooLarge:
             if not started:
-                await error_response(too_large)(scope, receive, edge_send)
+                await self._render(scope, too_large)(scope, receive, edge_send)
         finally:
             path = scope["path"]
             route = path if path in _KNOWN_ROUTES else "other"

@@ -32,11 +32,24 @@ class Upstream:
         suffix = path[len("/v1") :] if path.startswith("/v1/") else path
         return self.config.base_url + suffix
 
-    def auth_headers(self, client_authorization: str | None) -> dict[str, str]:
+    def auth_headers(
+        self, client_authorization: str | None, client_api_key: str | None = None
+    ) -> dict[str, str]:
+        """The config's headers and the upstream's credentials, in its dialect's header; without
+        an upstream key, the client's own credentials (``Caller`` holds them only when the
+        gateway has no keys of its own). An OpenAI upstream takes only ``authorization``."""
         headers = {k: v.get_secret_value() for k, v in self.config.headers.items()}
-        if self.config.api_key is not None:
-            headers["authorization"] = f"Bearer {self.config.api_key.get_secret_value()}"
-        elif client_authorization:
+        key = self.config.api_key
+        if self.config.dialect == "anthropic":
+            if key is not None:
+                headers["x-api-key"] = key.get_secret_value()
+                return headers
+            if client_api_key:
+                headers["x-api-key"] = client_api_key
+        elif key is not None:
+            headers["authorization"] = f"Bearer {key.get_secret_value()}"
+            return headers
+        if client_authorization:
             headers["authorization"] = client_authorization
         return headers
 
@@ -51,6 +64,9 @@ class Caller:
     authorization: str | None = None
     #: The key's ``user`` mapping (raw id, for enforcement when the request names no user).
     user: str | None = None
+    #: The client's own ``x-api-key`` header; like ``authorization``, kept only without gateway
+    #: keys, and sent only to an Anthropic-dialect upstream.
+    api_key: str | None = None
 
 
 @dataclass
@@ -96,7 +112,7 @@ class Router:
     def authenticate(self, authorization: str | None, api_key_header: str | None) -> Caller:
         """Check the gateway key (``Authorization: Bearer`` or ``x-api-key``) when keys exist."""
         if not self._keys:
-            return Caller(authorization=authorization)
+            return Caller(authorization=authorization, api_key=api_key_header)
         token = api_key_header
         if authorization and authorization[:7].lower() == "bearer ":
             token = authorization[7:].strip()

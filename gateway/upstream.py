@@ -120,7 +120,7 @@ def forward_headers(
     client_headers: Mapping[str, str], upstream: Upstream, caller: Caller, request_id: str
 ) -> dict[str, str]:
     headers = {k: v for k, v in client_headers.items() if k.lower() not in _DROP_REQUEST}
-    headers.update(upstream.auth_headers(caller.authorization))
+    headers.update(upstream.auth_headers(caller.authorization, caller.api_key))
     headers["x-request-id"] = request_id
     return headers
 
@@ -182,7 +182,7 @@ async def open_upstream(
         keep = {
             k: v
             for k, v in response.headers.items()
-            if k.lower() == "retry-after" or k.lower().startswith("x-ratelimit")
+            if k.lower() == "retry-after" or k.lower().startswith(("x-ratelimit", "anthropic-ratelimit"))
         }
         raise UpstreamStatus(response.status_code, parsed if isinstance(parsed, dict) else None, keep)
     return response, elapsed

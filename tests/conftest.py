@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -16,6 +17,7 @@ from fastapi import FastAPI
 
 from gateway.app import AppState, create_app
 from gateway.settings import Settings
+from tests.support.anthropic_upstream import AnthropicUpstream
 from tests.support.servers import serve_in_thread
 from tests.support.upstream import ScriptedUpstream
 
@@ -55,6 +57,19 @@ def upstream() -> Iterator[Upstream]:
 
 
 @dataclass
+class AnthropicServer:
+    app: AnthropicUpstream
+    base: str  # includes /v1
+
+
+@pytest.fixture(scope="session")
+def anthropic_upstream() -> Iterator[AnthropicServer]:
+    app = AnthropicUpstream()
+    with serve_in_thread(app) as base:
+        yield AnthropicServer(app, f"{base}/v1")
+
+
+@dataclass
 class Gateway:
     base: str
     app: FastAPI
@@ -68,6 +83,10 @@ class Gateway:
     def openai(self, **kwargs: Any) -> openai.OpenAI:
         kwargs.setdefault("api_key", "sk-client-key")
         return openai.OpenAI(base_url=f"{self.base}/v1", max_retries=0, timeout=20, **kwargs)
+
+    def anthropic(self, **kwargs: Any) -> anthropic.Anthropic:
+        kwargs.setdefault("api_key", "sk-ant-client-key")
+        return anthropic.Anthropic(base_url=self.base, max_retries=0, timeout=20, **kwargs)
 
     def http(self) -> httpx.Client:
         return httpx.Client(base_url=self.base, timeout=20)

@@ -1,0 +1,113 @@
+"""Anthropic Messages through the gateway: screen input, forward, screen the whole Message.
+
+Every error raised while handling ``/v1/messages`` is answered in Anthropic's error shape,
+so the official ``anthropic`` SDK raises its own exception classes. Streaming is not served
+yet: :func:`_stream` is where it goes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.anthropic_messages import (
+    MessagesRequest,
+    apply_output,
+    error_response,
+    input_segments,
+    label_message,
+    output_segments,
+    redact_request,
+    refusal_message,
+    validate_messages,
+)
+from gateway.errors import GatewayError, InvalidRequest
+from gateway.exchange import (
+    LABEL_HEADER_RAW,
+    Call,
+    arrive,
+    complete,
+    open_call,
+    screen_input,
+    screen_output,
+    send_answer,
+    with_notice,
+)
+from gateway.labels import labeled_body
+from gateway.responses import RawResponse, race_disconnect
+from gateway.screening import Decision, Segment
+
+__all__ = ["ROUTE", "handle_messages"]
+
+log = logging.getLogger(__name__)
+
+ROUTE = "/v1/messages"
+
+_Call = Call[MessagesRequest]
+
+
+async def handle_messages(request: Request) -> Response:
+    """``POST /v1/messages``; never raises: errors are rendered here, Anthropic-shaped."""
+    try:
+        arrival = await arrive(request)
+        messages = validate_messages(arrival.payload)
+        call = await open_call(
+            request, arrival, messages, messages.model, messages.user, messages.output_format()
+        )
+        return await with_notice(call, _screened(request, call, arrival.payload, arrival.body))
+    except GatewayError as exc:
+        return error_response(exc)
+    except Exception:
+        log.exception("unhandled error request_id=%s", request.scope.get("state", {}).get("request_id"))
+        return error_response(GatewayError("internal gateway error", code="internal_error"))
+
+
+async def _screened(request: Request, call: _Call, payload: dict[str, Any], body: bytes) -> Response:
+    segments = input_segments(call.request)
+    # A tool call's input is screened as JSON text; masked, it must go back as an object.
+    body, refusal = await screen_input(call, segments, payload, body, redact=redact_request)
+    if call.request.stream:
+        return await _stream(call, body, refusal)
+    if refusal is not None:
+        return _refusal(call, refusal)
+    return await race_disconnect(request, _complete(call, body))
+
+
+async def _stream(call: _Call, body: bytes, refusal: dict[str, Any] | None) -> Response:
+    """``stream: true``, after input screening: the guarded upstream stream, or (``refusal``
+    set) the canned reply as a stream. Not served yet."""
+    raise InvalidRequest(
+        "streaming through /v1/messages is not supported yet; send the request without stream: true",
+        param="stream",
+        code="stream_unsupported",
+    )
+
+
+async def _complete(call: _Call, body: bytes) -> Response:
+    answer = await complete(call, ROUTE, body)
+    message, policy = answer.result, call.route.policy
+    segments: list[Segment] = output_segments(message)
+
+    def apply(decision: Decision, note: dict[str, Any]) -> None:
+        apply_output(message, decision, segments, policy, note)
+
+    decision = await screen_output(call, answer, segments, apply)
+    unchanged = answer.raw if decision.action == "allow" else None
+    raw, label = labeled_body(
+        call.labeler, call.explicit, message, unchanged, call.info.request_id, label_message
+    )
+    return send_answer(call, ROUTE, answer, raw, label)
+
+
+def _refusal(call: _Call, note: dict[str, Any]) -> Response:
+    """The canned reply to a refused request, labelled like any generated answer."""
+    message = refusal_message(call.request, call.route.policy, note)
+    rid = call.info.request_id
+    body, label = labeled_body(call.labeler, call.explicit, message, None, rid, label_message)
+    headers = [(b"content-type", b"application/json")]
+    if label is not None:
+        headers.append((LABEL_HEADER_RAW, label))
+    return RawResponse(body, headers)
