@@ -8,14 +8,14 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.app import AppState
-from gateway.errors import GatewayError, UpstreamUnavailable
+from gateway.errors import GatewayError
 from gateway.exchange import (
     LABEL_HEADER_RAW,
     Call,
     arrive,
     complete,
     open_call,
+    open_stream,
     screen_input,
     screen_output,
     send_answer,
@@ -31,11 +31,10 @@ from gateway.openai_chat import (
     refusal_stream,
     validate_chat,
 )
-from gateway.responses import GuardedStreamResponse, RawResponse, race_disconnect
+from gateway.responses import RawResponse, race_disconnect
 from gateway.screening import Decision
-from gateway.stream.guard import StreamGuard
 from gateway.stream.labeling import StreamLabel
-from gateway.upstream import open_upstream, response_headers
+from gateway.stream.shape import OpenAIChatShape
 
 __all__ = ["handle_chat"]
 
@@ -76,33 +75,9 @@ async def _complete(call: _Call, body: bytes) -> Response:
 
 
 async def _stream(call: _Call, body: bytes) -> Response:
-    state = call.state
-    headers = call.upstream_headers
-    response, _ = await open_upstream(call.route.upstream, "POST", ROUTE, headers, body, state.metrics)
-    ctype = response.headers.get("content-type", "")
-    if not ctype.startswith("text/event-stream"):
-        await response.aclose()
-        raise UpstreamUnavailable(f"the upstream did not stream (content-type {ctype or 'missing'})")
-    policy = call.route.policy
-    mode = policy.spec.streaming.mode
-
-    guard = StreamGuard(
-        policy,
-        call.record,
-        response.aclose,
-        metrics=state.metrics,
-        route=call.route.name,
-        on_holdback=state.metrics.holdback_seconds.observe,
-        on_cut=lambda d: _count_cut(state, d, mode),
-        label=StreamLabel(call.explicit) if call.explicit is not None else None,
-        choices=call.request.n or 1,
-    )
-
-    return GuardedStreamResponse(
-        guard.run(response.aiter_bytes()),
-        on_close=response.aclose,
-        error_event=_error_event,
-        headers={**response_headers(response), **call.stream_label()},
+    label = StreamLabel(call.explicit) if call.explicit is not None else None
+    return await open_stream(
+        call, ROUTE, body, OpenAIChatShape(), _error_event, label=label, choices=call.request.n or 1
     )
 
 
@@ -121,11 +96,6 @@ def _refusal(call: _Call, note: dict[str, Any]) -> Response:
     if label is not None:
         headers.append((LABEL_HEADER_RAW, label))
     return RawResponse(body, headers)
-
-
-def _count_cut(state: AppState, decision: Decision, mode: str) -> None:
-    for risk in decision.risks():
-        state.metrics.stream_cuts.labels(risk["code"], mode).inc()
 
 
 def _error_event(exc: GatewayError) -> bytes:

@@ -23,10 +23,13 @@ from gateway.errors import ContentBlocked, GatewayError, UpstreamUnavailable
 from gateway.labels import LABEL_HEADER, Labeler, labeler_for
 from gateway.openai_chat import parse_json_object, redact_payload
 from gateway.recorder import RequestInfo
-from gateway.responses import RawResponse, read_body
+from gateway.responses import GuardedStreamResponse, RawResponse, read_body
 from gateway.routing import Caller, Route
 from gateway.screening import Decision, Segment, screen
-from gateway.upstream import forward_headers, open_upstream, raw_response_headers
+from gateway.stream.guard import StreamGuard
+from gateway.stream.labeling import StreamLabel
+from gateway.stream.shape import StreamShape
+from gateway.upstream import forward_headers, open_upstream, raw_response_headers, response_headers
 
 __all__ = [
     "LABEL_HEADER_RAW",
@@ -36,6 +39,7 @@ __all__ = [
     "arrive",
     "complete",
     "open_call",
+    "open_stream",
     "screen_input",
     "screen_output",
     "send_answer",
@@ -246,3 +250,50 @@ def send_answer(
     added = time.perf_counter() - call.t0 - answer.seconds
     metrics.child(metrics.added_seconds, route_path).observe(max(0.0, added))
     return RawResponse(body, headers)
+
+
+async def open_stream(
+    call: Call[Any],
+    path: str,
+    body: bytes,
+    shape: StreamShape,
+    error_event: Callable[[GatewayError], bytes],
+    *,
+    label: StreamLabel | None = None,
+    choices: int = 1,
+) -> Response:
+    """The upstream's stream through the stream guard, in the dialect ``shape`` reads and
+    writes; ``error_event`` renders an error that ends the stream midway."""
+    state = call.state
+    response, _ = await open_upstream(
+        call.route.upstream, "POST", path, call.upstream_headers, body, state.metrics
+    )
+    ctype = response.headers.get("content-type", "")
+    if not ctype.startswith("text/event-stream"):
+        await response.aclose()
+        raise UpstreamUnavailable(f"the upstream did not stream (content-type {ctype or 'missing'})")
+    policy = call.route.policy
+    mode = policy.spec.streaming.mode
+
+    def count_cut(decision: Decision) -> None:
+        for risk in decision.risks():
+            state.metrics.stream_cuts.labels(risk["code"], mode).inc()
+
+    guard = StreamGuard(
+        policy,
+        call.record,
+        response.aclose,
+        metrics=state.metrics,
+        route=call.route.name,
+        shape=shape,
+        on_holdback=state.metrics.holdback_seconds.observe,
+        on_cut=count_cut,
+        label=label,
+        choices=choices,
+    )
+    return GuardedStreamResponse(
+        guard.run(response.aiter_bytes()),
+        on_close=response.aclose,
+        error_event=error_event,
+        headers={**response_headers(response), **call.stream_label()},
+    )

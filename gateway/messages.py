@@ -1,8 +1,8 @@
 """Anthropic Messages through the gateway: screen input, forward, screen the whole Message.
 
 Every error raised while handling ``/v1/messages`` is answered in Anthropic's error shape,
-so the official ``anthropic`` SDK raises its own exception classes. Streaming is not served
-yet: :func:`_stream` is where it goes.
+so the official ``anthropic`` SDK raises its own exception classes. Streams go through the
+stream guard in Anthropic's event shape (``gateway.stream.anthropic``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from starlette.responses import Response
 from gateway.anthropic_messages import (
     MessagesRequest,
     apply_output,
+    error_body,
     error_response,
     input_segments,
     label_message,
@@ -24,13 +25,14 @@ from gateway.anthropic_messages import (
     refusal_message,
     validate_messages,
 )
-from gateway.errors import GatewayError, InvalidRequest
+from gateway.errors import GatewayError
 from gateway.exchange import (
     LABEL_HEADER_RAW,
     Call,
     arrive,
     complete,
     open_call,
+    open_stream,
     screen_input,
     screen_output,
     send_answer,
@@ -39,6 +41,7 @@ from gateway.exchange import (
 from gateway.labels import labeled_body
 from gateway.responses import RawResponse, race_disconnect
 from gateway.screening import Decision, Segment
+from gateway.stream.anthropic import AnthropicShape, event_bytes, message_events
 
 __all__ = ["ROUTE", "handle_messages"]
 
@@ -78,12 +81,19 @@ async def _screened(request: Request, call: _Call, payload: dict[str, Any], body
 
 async def _stream(call: _Call, body: bytes, refusal: dict[str, Any] | None) -> Response:
     """``stream: true``, after input screening: the guarded upstream stream, or (``refusal``
-    set) the canned reply as a stream. Not served yet."""
-    raise InvalidRequest(
-        "streaming through /v1/messages is not supported yet; send the request without stream: true",
-        param="stream",
-        code="stream_unsupported",
-    )
+    set) the canned reply as a stream."""
+    if refusal is not None:
+        message = refusal_message(call.request, call.route.policy, refusal)
+        if call.explicit is not None:
+            label_message(message, call.explicit)
+        events = message_events(message)
+        return Response(events, media_type="text/event-stream", headers=call.stream_label())
+    return await open_stream(call, ROUTE, body, AnthropicShape(), _error_event)
+
+
+def _error_event(exc: GatewayError) -> bytes:
+    """An error that ends a stream midway, as Anthropic sends one (``event: error``)."""
+    return event_bytes(error_body(exc))
 
 
 async def _complete(call: _Call, body: bytes) -> Response:

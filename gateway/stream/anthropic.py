@@ -25,7 +25,7 @@ from gateway.stream.channels import ChannelKey, ChannelState
 from gateway.stream.labeling import StreamLabel
 from gateway.stream.sse import SSEEvent, sse_batches
 
-__all__ = ["AnthropicShape"]
+__all__ = ["AnthropicShape", "event_bytes", "message_events"]
 
 Chunk = dict[str, Any]
 
@@ -193,6 +193,30 @@ class AnthropicShape:
             "modgate": note,
         }
         return out + event_bytes(final)
+
+
+def message_events(message: Mapping[str, Any]) -> bytes:
+    """A whole Message (a canned refusal) as the events of a stream that carried it."""
+    start = {
+        k: v for k, v in message.items() if k not in ("content", "stop_reason", "stop_sequence", "modgate")
+    }
+    out = event_bytes({"type": "message_start", "message": {**start, "content": [], "stop_reason": None,
+                                                            "stop_sequence": None}})  # fmt: skip
+    for index, block in enumerate(message.get("content") or ()):
+        text = block.get("text", "") if block.get("type") == "text" else ""
+        out += event_bytes(
+            {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}
+        )
+        out += event_bytes(_delta_event((0, "content", index), text))
+        out += event_bytes({"type": "content_block_stop", "index": index})
+    final: Chunk = {
+        "type": "message_delta",
+        "delta": {"stop_reason": message.get("stop_reason"), "stop_sequence": None},
+        "usage": {"output_tokens": 0},
+    }
+    if "modgate" in message:
+        final["modgate"] = message["modgate"]
+    return out + event_bytes(final) + AnthropicShape.done
 
 
 def _type(chunk: Chunk | None) -> Any:

@@ -366,14 +366,6 @@ def test_upstream_body_not_an_object_is_502(claude: Gateway, kind: str) -> None:
     assert info.value.body["error"]["type"] == "api_error"  # type: ignore[index]
 
 
-def test_stream_is_refused_for_now(claude: Gateway, anthropic_upstream: AnthropicServer) -> None:
-    with pytest.raises(anthropic.BadRequestError) as info:
-        claude.anthropic().messages.create(model="claude-test", max_tokens=64, messages=MSG, stream=True)
-    err = info.value.body["error"]  # type: ignore[index]
-    assert err["type"] == "invalid_request_error" and "streaming" in err["message"]
-    assert anthropic_upstream.app.requests == []
-
-
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [

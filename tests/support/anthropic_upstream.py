@@ -32,12 +32,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from tests.support.upstream import Seen
+from tests.support.upstream import RequestLog, Seen
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -51,15 +51,7 @@ SIGNATURE = "c2lnbmF0dXJlLW1vY2s="
 
 
 @dataclass
-class AnthropicUpstream:
-    requests: list[Seen] = field(default_factory=list)
-
-    def clear(self) -> None:
-        self.requests.clear()
-
-    def last(self) -> Seen:
-        return self.requests[-1]
-
+class AnthropicUpstream(RequestLog):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             while True:

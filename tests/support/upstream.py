@@ -40,7 +40,9 @@ class Seen:
 
 
 @dataclass
-class ScriptedUpstream:
+class RequestLog:
+    """What a scripted upstream was sent, for the tests to look at."""
+
     requests: list[Seen] = field(default_factory=list)
 
     def clear(self) -> None:
@@ -52,6 +54,9 @@ class ScriptedUpstream:
     def by_test_id(self, test_id: str) -> list[Seen]:
         return [r for r in self.requests if r.headers.get("x-test-id") == test_id]
 
+
+@dataclass
+class ScriptedUpstream(RequestLog):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             while True:
