@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from classifiers.http import expand_env
+from gateway.generic_api import GenericAdapter
 
 __all__ = [
     "ConfigError",
@@ -82,6 +83,11 @@ class RouteConfig(_Strict):
     keys: list[str] | None = Field(None, description="Gateway key names allowed; omit for any.")
     upstream: str
     policy: str = Field("default", description="A name under policies:, 'default', or a file path.")
+    adapter: GenericAdapter | None = Field(
+        None,
+        description="Any other JSON API: where its texts are (see README, 'Any JSON API'). POST requests "
+        "under path_prefix are then screened by it.",
+    )
 
 
 class KeyConfig(_Strict):

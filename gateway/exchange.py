@@ -29,7 +29,13 @@ from gateway.screening import Decision, Segment, screen
 from gateway.stream.guard import StreamGuard
 from gateway.stream.labeling import StreamLabel
 from gateway.stream.shape import StreamShape
-from gateway.upstream import forward_headers, open_upstream, raw_response_headers, response_headers
+from gateway.upstream import (
+    UpstreamResponse,
+    forward_headers,
+    open_upstream,
+    raw_response_headers,
+    response_headers,
+)
 
 __all__ = [
     "LABEL_HEADER_RAW",
@@ -38,6 +44,7 @@ __all__ = [
     "UpstreamAnswer",
     "arrive",
     "complete",
+    "guard_stream",
     "open_call",
     "open_stream",
     "screen_input",
@@ -207,6 +214,11 @@ async def complete(call: Call[Any], path: str, body: bytes) -> UpstreamAnswer:
     sent = time.perf_counter()
     upstream = call.route.upstream
     response, _ = await open_upstream(upstream, "POST", path, call.upstream_headers, body, call.state.metrics)
+    return await read_answer(response, sent)
+
+
+async def read_answer(response: UpstreamResponse, sent: float) -> UpstreamAnswer:
+    """Read an open upstream response whole, as a JSON object (else a 502)."""
     try:
         raw = await response.aread()
     finally:
@@ -264,14 +276,27 @@ async def open_stream(
 ) -> Response:
     """The upstream's stream through the stream guard, in the dialect ``shape`` reads and
     writes; ``error_event`` renders an error that ends the stream midway."""
-    state = call.state
     response, _ = await open_upstream(
-        call.route.upstream, "POST", path, call.upstream_headers, body, state.metrics
+        call.route.upstream, "POST", path, call.upstream_headers, body, call.state.metrics
     )
     ctype = response.headers.get("content-type", "")
     if not ctype.startswith("text/event-stream"):
         await response.aclose()
         raise UpstreamUnavailable(f"the upstream did not stream (content-type {ctype or 'missing'})")
+    return guard_stream(call, response, shape, error_event, label=label, choices=choices)
+
+
+def guard_stream(
+    call: Call[Any],
+    response: UpstreamResponse,
+    shape: StreamShape,
+    error_event: Callable[[GatewayError], bytes],
+    *,
+    label: StreamLabel | None = None,
+    choices: int = 1,
+) -> Response:
+    """An open upstream stream through the stream guard."""
+    state = call.state
     policy = call.route.policy
     mode = policy.spec.streaming.mode
 

@@ -76,6 +76,17 @@ class Selector:
         """The non-empty strings the selector reaches, with their paths."""
         return [(path, value) for path, value in self.find(root) if isinstance(value, str) and value]
 
+    def build(self, value: Any) -> dict[str, Any] | None:
+        """A new object holding ``value`` where the selector points; a list step makes a list
+        of one (``$.result.outputs[*].text`` → ``{"result": {"outputs": [{"text": value}]}}``).
+        None when the root itself would be a list or the value."""
+        if not self.steps or not isinstance(self.steps[0], str):
+            return None
+        built: Any = value
+        for step in reversed(self.steps):
+            built = {step: built} if isinstance(step, str) else [built]
+        return dict(built)
+
     def first_text(self, root: Any) -> tuple[Path, str] | None:
         found = self.texts(root)
         return found[0] if found else None

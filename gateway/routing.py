@@ -136,6 +136,17 @@ class Router:
             )
         return route
 
+    def adapted(self, path: str) -> Route | None:
+        """The first route under whose path prefix a generic adapter serves ``path``."""
+        return next(
+            (
+                r
+                for r in self.routes
+                if r.config.adapter is not None and path.startswith(r.config.path_prefix)
+            ),
+            None,
+        )
+
     def policy_for(self, path: str, model: str | None, caller: Caller) -> Policy:
         """The policy of the matching route, or the default policy when none matches."""
         route = self.find(path, model, caller)

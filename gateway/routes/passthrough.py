@@ -1,4 +1,5 @@
-"""GET /v1/models and the config's ``passthrough:`` paths, proxied unscreened; 404 for the rest.
+"""GET /v1/models and the config's ``passthrough:`` paths, proxied unscreened; routes with a
+generic ``adapter`` (any JSON API), screened; 404 for the rest.
 
 An unscreened path must never be reachable by accident, so this catch-all refuses every path
 that is not listed.
@@ -13,6 +14,7 @@ from starlette.routing import Route
 
 from gateway.app import AppState
 from gateway.errors import NotFound
+from gateway.generic import handle_generic
 from gateway.upstream import forward_headers, open_upstream, response_headers
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
@@ -21,6 +23,10 @@ METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 async def passthrough(request: Request) -> Response:
     state: AppState = request.app.state.modgate
     full = request.url.path
+    if request.method == "POST" and state.router is not None:
+        adapted = state.router.adapted(full)
+        if adapted is not None:
+            return await handle_generic(request, adapted)
     allowed = (full == "/v1/models" and request.method == "GET") or (
         state.router is not None and state.router.passthrough(full)
     )

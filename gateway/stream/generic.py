@@ -104,17 +104,24 @@ class GenericShape:
     ) -> bytes:
         if 0 in cut_choices:
             return b""
+        path = self._text_path(chunk)
+        own = self.delta.first_text(chunk)
+        state = channels.get(KEY)
+        held = state is not None and state.unemitted and self.finished_choices(chunk)
+        out, text = b"", None
+        if KEY in ends and state is not None:
+            text = state.emit_until(ends[KEY], redaction)
+        elif held and state is not None and path is not None:
+            # Held text goes into the last event, before the end, as chat's finish chunk does.
+            text = state.emit_until(state.release_end, redaction) + (own[1] if own else "")
+        elif held:
+            out = self.leftovers(channels, template, redaction, label)
         self.last = chunk
-        out = self.leftovers(channels, template, redaction, label) if self.finished_choices(chunk) else b""
-        found = self.delta.first_text(chunk)
-        if KEY not in ends or found is None:
-            return out + event.raw
-        text = channels[KEY].emit_until(ends[KEY], redaction)
-        if text == found[1]:
+        if text is None or path is None or text == (own[1] if own else ""):
             return out + event.raw
         rewritten = copy.deepcopy(chunk)
-        set_path(rewritten, found[0], text)
-        return out + self._encode(rewritten)
+        set_path(rewritten, path, text)
+        return out + self.encode(rewritten)
 
     def leftovers(
         self,
@@ -130,7 +137,7 @@ class GenericShape:
         text = state.emit_until(state.release_end, redaction)
         if not text:
             return b""
-        return self._encode(self._carrying(text))
+        return self.encode(self._carrying(text))
 
     def cut(
         self,
@@ -149,27 +156,24 @@ class GenericShape:
         if retract is not None:
             note["retract"] = {"start": retract["start"], "end": retract["end"]}
         final["modgate"] = note
-        return self._encode(final)
+        return self.encode(final)
+
+    def _text_path(self, chunk: Chunk | None) -> tuple[str | int, ...] | None:
+        """Where the event keeps its text, an empty one included."""
+        if chunk is None:
+            return None
+        return next((p for p, v in self.delta.find(chunk) if isinstance(v, str)), None)
 
     def _carrying(self, text: str) -> Chunk:
         """The last event with only ``text`` at the delta's place (a bare object when none came)."""
-        last = self.last
-        paths = [p for p, v in self.delta.find(last) if isinstance(v, str)] if last is not None else []
-        if last is not None and paths:
+        last, path = self.last, self._text_path(self.last)
+        if last is not None and path is not None:
             like_last = copy.deepcopy(last)
-            set_path(like_last, paths[0], text)
+            set_path(like_last, path, text)
             return like_last
-        keys = [s for s in self.delta.steps if isinstance(s, str)]
-        if len(keys) != len(self.delta.steps) or not keys:
-            return {"text": text}
-        bare: Chunk = {}
-        node = bare
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-        node[keys[-1]] = text
-        return bare
+        return self.delta.build(text) or {"text": text}
 
-    def _encode(self, chunk: Chunk) -> bytes:
+    def encode(self, chunk: Chunk) -> bytes:
         return self._encode_raw(orjson.dumps(chunk))
 
     def _encode_raw(self, payload: bytes) -> bytes:
