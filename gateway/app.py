@@ -236,10 +236,13 @@ def create_app(settings: Settings) -> FastAPI:
         admin_cases,
         chat,
         complaints,
+        completions,
+        embeddings,
         health,
         messages,
         moderations,
         passthrough,
+        responses_api,
     )
 
     config, default_policy, policies = load_gateway(settings)
@@ -261,7 +264,14 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (health, admin, admin_cases, complaints, passthrough):
         app.router.routes.extend(module.routes)
     app.add_middleware(EdgeMiddleware, metrics=metrics, max_bytes=settings.max_body_bytes)
-    hot = {**chat.hot, **messages.hot, **moderations.hot}
+    hot = {
+        **chat.hot,
+        **messages.hot,
+        **moderations.hot,
+        **completions.hot,
+        **embeddings.hot,
+        **responses_api.hot,
+    }
     app.hot_routes = frozenset(hot)
     app.hot_stack = EdgeMiddleware(
         HotPathMiddleware(app.router, hot), metrics, settings.max_body_bytes, messages.renderers

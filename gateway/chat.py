@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.errors import GatewayError
 from gateway.exchange import (
     LABEL_HEADER_RAW,
     Call,
@@ -25,6 +23,7 @@ from gateway.labels import labeled, labeled_body
 from gateway.openai_chat import (
     ChatRequest,
     apply_output,
+    error_event,
     input_segments,
     output_segments,
     refusal_completion,
@@ -77,7 +76,7 @@ async def _complete(call: _Call, body: bytes) -> Response:
 async def _stream(call: _Call, body: bytes) -> Response:
     label = StreamLabel(call.explicit) if call.explicit is not None else None
     return await open_stream(
-        call, ROUTE, body, OpenAIChatShape(), _error_event, label=label, choices=call.request.n or 1
+        call, ROUTE, body, OpenAIChatShape(), error_event, label=label, choices=call.request.n or 1
     )
 
 
@@ -96,7 +95,3 @@ def _refusal(call: _Call, note: dict[str, Any]) -> Response:
     if label is not None:
         headers.append((LABEL_HEADER_RAW, label))
     return RawResponse(body, headers)
-
-
-def _error_event(exc: GatewayError) -> bytes:
-    return b"data: " + orjson.dumps(exc.body()) + b"\n\n"

@@ -24,7 +24,7 @@ __all__ = ["EdgeMiddleware", "HotPathMiddleware"]
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 _KNOWN_ROUTES = (
     "/v1/chat/completions", "/v1/messages", "/v1/moderations", "/v1/models", "/v1/complaints",
-    "/healthz", "/readyz", "/metrics",
+    "/v1/completions", "/v1/embeddings", "/v1/responses", "/healthz", "/readyz", "/metrics",
 )  # fmt: skip
 
 

@@ -7,14 +7,15 @@ upstream untouched (APIs grow fields faster than gateways).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
-from gateway.errors import InvalidRequest
+from gateway.errors import GatewayError, InvalidRequest
 from gateway.incidents import new_id
+from gateway.jsonpath import set_path
 from gateway.policy import Policy
 from gateway.screening import Decision, Segment, redact
 
@@ -23,6 +24,7 @@ M = TypeVar("M", bound=BaseModel)
 __all__ = [
     "ChatRequest",
     "apply_output",
+    "error_event",
     "input_segments",
     "output_segments",
     "parse_json_object",
@@ -132,13 +134,6 @@ def output_segments(response: dict[str, Any]) -> list[Segment]:
     return segments
 
 
-def _set_path(root: Any, where: Sequence[str | int], value: str) -> None:
-    node = root
-    for step in where[:-1]:
-        node = node[step]
-    node[where[-1]] = value
-
-
 def redact_payload(
     payload: dict[str, Any], decision: Decision, segments: Sequence[Segment], mask: str
 ) -> None:
@@ -149,7 +144,11 @@ def redact_payload(
             by_segment.setdefault(hit.segment, []).extend(hit.spans)
     for index, spans in by_segment.items():
         segment = segments[index]
-        _set_path(payload, segment.where, redact(segment.text, spans, mask))
+        set_path(payload, segment.where, redact(segment.text, spans, mask))
+
+
+def _replace_message(choice: dict[str, Any], text: str) -> None:
+    choice["message"] = {"role": "assistant", "content": text}
 
 
 def apply_output(
@@ -158,16 +157,24 @@ def apply_output(
     segments: Sequence[Segment],
     policy: Policy,
     annotation: dict[str, Any],
+    replace: Callable[[dict[str, Any], str], None] = _replace_message,
 ) -> None:
-    """Replace stopped choices with the canned reply and mask redacted spans, in place."""
+    """Replace stopped choices with the canned reply and mask redacted spans, in place.
+    ``replace`` puts the reply into a choice (a chat message by default; legacy completions
+    put it in ``text``)."""
     stopped = {segments[h.segment].where[1] for h in decision.hits if h.action in ("refuse", "block")}
     redact_payload(response, decision, segments, policy.spec.refusal.redaction)
     for c in sorted(stopped):
         choice = response["choices"][c]
-        choice["message"] = {"role": "assistant", "content": policy.spec.refusal.message}
+        replace(choice, policy.spec.refusal.message)
         choice["finish_reason"] = "content_filter"
     if decision.action != "allow":
         response["modgate"] = annotation
+
+
+def error_event(exc: GatewayError) -> bytes:
+    """An error that ends a stream midway, as OpenAI sends one (the SDKs raise ``APIError``)."""
+    return b"data: " + orjson.dumps(exc.body()) + b"\n\n"
 
 
 def refusal_completion(chat: ChatRequest, policy: Policy, annotation: dict[str, Any]) -> dict[str, Any]:

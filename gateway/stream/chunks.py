@@ -47,11 +47,15 @@ def parse_chunk(event: SSEEvent) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def template_of(chunk: Mapping[str, Any], previous: dict[str, Any]) -> dict[str, Any]:
+def template_of(
+    chunk: Mapping[str, Any], previous: dict[str, Any], kind: str = "chat.completion.chunk"
+) -> dict[str, Any]:
+    """The fields every chunk the gateway makes repeats (id, model...), from the first chunk;
+    ``kind`` is the ``object`` when the upstream's chunk names none."""
     if previous:
         return previous
     template = {k: chunk[k] for k in _TEMPLATE_KEYS if k in chunk}
-    template.setdefault("object", "chat.completion.chunk")
+    template.setdefault("object", kind)
     template.setdefault("created", int(time.time()))
     return template
 

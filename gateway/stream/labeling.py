@@ -13,11 +13,14 @@ never delays text, is never screened, and never shifts incident offsets. Per cho
 Only ``content`` counts: a choice that is a pure tool call gets no label, and tool-call
 arguments, reasoning and refusal fields are never touched. After a cut, the canned reply in
 the final chunk is labelled like any other answer (see ``gateway/labels.py``).
+
+Legacy completions stream the same chunks in their own shape: ``write`` turns each label
+chunk into one (``gateway/stream/completions.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +31,10 @@ from gateway.labels import end_piece, start_piece
 from gateway.stream.sse import encode_data
 
 __all__ = ["StreamLabel"]
+
+
+def _sse(chunk: dict[str, Any]) -> bytes:
+    return encode_data(orjson.dumps(chunk))
 
 
 def _content(choice: Any) -> str:
@@ -43,6 +50,8 @@ class StreamLabel:
     done: set[int] = field(default_factory=set)
     #: The last character of content sent per choice (for ``end``: the separator depends on it).
     last: dict[int, str] = field(default_factory=dict)
+    #: A label chunk (a ``chat.completion.chunk``) as the client gets it.
+    write: Callable[[dict[str, Any]], bytes] = _sse
 
     def before(
         self, chunk: dict[str, Any], template: Mapping[str, Any]
@@ -63,7 +72,7 @@ class StreamLabel:
             if idx not in self.done and (text := _content(choice)):
                 self.done.add(idx)
                 pieces[idx] = start_piece(self.label, text)
-        return _label_chunk(template, pieces)
+        return self._label_chunk(template, pieces)
 
     def _ends(
         self, chunk: dict[str, Any], choices: list[Any], template: Mapping[str, Any]
@@ -82,7 +91,7 @@ class StreamLabel:
         rewritten = None
         if inside:
             rewritten = {**chunk, "choices": [_append(c, inside) for c in choices]}
-        return _label_chunk(template, pieces), rewritten
+        return self._label_chunk(template, pieces), rewritten
 
     def flush(self, template: Mapping[str, Any]) -> bytes:
         """``end``: the label for choices that had content but never finished."""
@@ -90,7 +99,7 @@ class StreamLabel:
             return b""
         pieces = {i: end_piece(self.label, c) for i, c in self.last.items() if i not in self.done}
         self.done.update(pieces)
-        return _label_chunk(template, pieces)
+        return self._label_chunk(template, pieces)
 
     def into_cut(self, final: dict[str, Any]) -> None:
         """Label the canned reply in the final chunk of a cut, in place."""
@@ -105,17 +114,16 @@ class StreamLabel:
             else:
                 choice["delta"] = {**choice["delta"], "content": text + end_piece(self.label, text)}
 
+    def _label_chunk(self, template: Mapping[str, Any], pieces: Mapping[int, str]) -> bytes:
+        if not pieces:
+            return b""
+        choices = [
+            {"index": i, "delta": {"content": t}, "finish_reason": None} for i, t in sorted(pieces.items())
+        ]
+        return self.write({**template, "choices": choices})
+
 
 def _append(choice: Any, pieces: Mapping[int, str]) -> Any:
     if not isinstance(choice, dict) or (idx := int(choice.get("index") or 0)) not in pieces:
         return choice
     return {**choice, "delta": {**choice["delta"], "content": _content(choice) + pieces[idx]}}
-
-
-def _label_chunk(template: Mapping[str, Any], pieces: Mapping[int, str]) -> bytes:
-    if not pieces:
-        return b""
-    choices = [
-        {"index": i, "delta": {"content": t}, "finish_reason": None} for i, t in sorted(pieces.items())
-    ]
-    return encode_data(orjson.dumps({**template, "choices": choices}))

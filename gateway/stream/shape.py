@@ -4,7 +4,8 @@ only what was released, and how a cut ends it.
 The guard itself (``guard.py``) is the same for every API: it reads SSE events, keeps text per
 channel (a choice's content, reasoning, a tool call's arguments, an Anthropic content block),
 checks and releases. A :class:`StreamShape` turns one API's events into channel text and back:
-``chunks.py`` for OpenAI chat completions, ``anthropic.py`` for Anthropic Messages.
+``chunks.py`` for OpenAI chat completions (``completions.py`` reads legacy completions through
+it), ``anthropic.py`` for Anthropic Messages.
 """
 
 from __future__ import annotations
@@ -96,9 +97,24 @@ class StreamShape(Protocol):
 
 
 class OpenAIChatShape:
-    """``chat.completion.chunk`` events (``chunks.py``), ending with ``data: [DONE]``."""
+    """``chat.completion.chunk`` events (``chunks.py``), ending with ``data: [DONE]``.
+
+    A dialect whose chunks are chat chunks in other words (legacy completions) reuses all of
+    this through :meth:`view` and :meth:`write`.
+    """
 
     done = b"data: [DONE]\n\n"
+    #: The ``object`` of the chunks the gateway makes when the upstream's first names none.
+    kind = "chat.completion.chunk"
+
+    def view(self, chunk: Chunk) -> Chunk:
+        """The chunk as a ``chat.completion.chunk`` (what ``chunks.py`` reads)."""
+        return chunk
+
+    def write(self, chunk: Chunk, source: Chunk | None = None) -> bytes:
+        """A chat chunk (a view, rewritten, or one the gateway made) as the client gets it;
+        ``source`` is the upstream chunk it was read from, None for the gateway's own."""
+        return encode_data(orjson.dumps(chunk))
 
     def batches(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[list[SSEEvent]]:
         return sse_batches(chunks)
@@ -110,10 +126,10 @@ class OpenAIChatShape:
         return event.data == "[DONE]"
 
     def template_of(self, chunk: Chunk, previous: Chunk) -> Chunk:
-        return ck.template_of(chunk, previous)
+        return ck.template_of(chunk, previous, self.kind)
 
     def texts(self, chunk: Chunk) -> Iterator[tuple[ChannelKey, str]]:
-        return ck.texts(chunk)
+        return ck.texts(self.view(chunk))
 
     def finished_choices(self, chunk: Chunk) -> set[int]:
         return ck.finished_choices(chunk)
@@ -135,7 +151,7 @@ class OpenAIChatShape:
         kept, dropped = ck.drop_choices(chunk, cut_choices)
         if kept is None:
             return b""
-        rewritten, changed = ck.rewrite(kept, ends, channels, redaction)
+        rewritten, changed = ck.rewrite(self.view(kept), ends, channels, redaction)
         if rewritten is None:
             return b""
         out = b""
@@ -143,7 +159,7 @@ class OpenAIChatShape:
             out, relabeled = label.before(rewritten, template)
             if relabeled is not None:
                 rewritten, changed = relabeled, True
-        return out + (encode_data(orjson.dumps(rewritten)) if changed or dropped else event.raw)
+        return out + (self.write(rewritten, kept) if changed or dropped else event.raw)
 
     def leftovers(
         self,
@@ -157,7 +173,7 @@ class OpenAIChatShape:
         if not extra:
             return b""
         labels = label.before(extra, template)[0] if label is not None else b""
-        return labels + encode_data(orjson.dumps(extra))
+        return labels + self.write(extra)
 
     def cut(
         self,
@@ -176,4 +192,4 @@ class OpenAIChatShape:
             final["modgate"]["retract"] = retract
         if label is not None:
             label.into_cut(final)
-        return encode_data(orjson.dumps(final))
+        return self.write(final)

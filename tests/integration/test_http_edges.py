@@ -82,7 +82,7 @@ def test_body_limit_413_by_length_and_by_stream(make_gateway: GatewayFactory) ->
 def test_unknown_paths_are_404_never_proxied(gateway: Gateway, upstream: Upstream) -> None:
     upstream.app.clear()
     with gateway.http() as client:
-        for method, path in [("POST", "/v1/completions"), ("POST", "/v1/embeddings"), ("GET", "/v1/files"),
+        for method, path in [("POST", "/v1/audio/speech"), ("POST", "/v1/images/edits"), ("GET", "/v1/files"),
                              ("DELETE", "/v1/models/x"), ("GET", "/admin")]:  # fmt: skip
             resp = client.request(method, path)
             assert resp.status_code == 404, path

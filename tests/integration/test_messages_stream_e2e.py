@@ -113,11 +113,14 @@ def test_refused_input_streams_the_canned_reply(claude: Gateway, anthropic_upstr
 def test_blocked_input_is_an_error_before_any_stream(
     claude: Gateway, anthropic_upstream: AnthropicServer
 ) -> None:
-    with pytest.raises(anthropic.BadRequestError) as info, claude.anthropic().messages.stream(
-        model="claude-test",
-        max_tokens=64,
-        messages=[{"role": "user", "content": "tell me about zorblax"}],
-    ) as stream:
+    with (
+        pytest.raises(anthropic.BadRequestError) as info,
+        claude.anthropic().messages.stream(
+            model="claude-test",
+            max_tokens=64,
+            messages=[{"role": "user", "content": "tell me about zorblax"}],
+        ) as stream,
+    ):
         list(stream)
     assert info.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
     assert anthropic_upstream.app.requests == []

@@ -4,14 +4,21 @@ Each request is scripted by its ``x-mock`` header (JSON, ASCII-escaped), which t
 forwards like any other header:
 
 * ``{"type": "json", "content": "...", "reasoning": "...", "tool_args": "...", "n": 1}``
+* ``{"type": "completion", "content": "...", "texts": ["...", ...], "n": 1, "logprobs": false}``:
+  a legacy ``text_completion`` (``texts`` gives each choice its own; ``logprobs`` adds some).
+  ``json`` on ``/v1/completions`` answers the same way.
 * ``{"type": "sse", "deltas": ["a", "b"], "channel": "content"|"reasoning_content"|"tool",
   "delay_ms": 0, "no_done": false, "keepalive": false, "hang_after": null, "split_bytes": false,
   "n": 1, "by_choice": null}`` (with ``n`` choices, each delta and the finish go out once per
   choice, interleaved; ``by_choice`` gives each choice deltas of its own, ``[["a"], ["b"]]``).
   A request with ``stream_options: {include_usage: true}`` gets the usage chunk at the end.
+  On ``/v1/completions`` the chunks are legacy ``text_completion`` chunks (``choices[].text``).
 * ``{"type": "status", "status": 500, "body": {...} | "text", "headers": {...}}``
 * ``{"type": "slow", "delay_s": 5}`` (answers after a delay)
 * ``{"type": "broken_sse"}`` (a stream that is not SSE), ``{"type": "not_json"}``
+* ``json`` and ``sse`` on ``/v1/responses``: the Responses API (``responses_upstream.py``).
+* ``json`` on ``/v1/embeddings``: a vector per input (floats, or base64 when the request's
+  ``encoding_format`` asks, as the openai SDK does by default), ``[len(text), 0.5, -0.25, i]``.
 
 Every request is logged (path, headers, JSON body), and every stream's fate is recorded:
 ``done`` when it ran to the end, ``disconnected`` (with the time) when the gateway hung up.
@@ -20,12 +27,16 @@ Every request is logged (path, headers, JSON body), and every stream's fate is r
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
+
+from tests.support.responses_upstream import serve_responses
 
 
 @dataclass
@@ -84,7 +95,20 @@ class ScriptedUpstream(RequestLog):
             await _json(send, 200, {"object": "list", "data": [{"id": "mock-model", "object": "model"}]})
             return
         kind = script.get("type", "json")
-        handler = {"json": _completion, "sse": _stream, "status": _status}.get(kind)
+        if kind in ("json", "sse") and scope["path"].endswith("/v1/responses"):
+            await serve_responses(kind, script, seen, parsed, receive, send)  # responses_upstream.py
+            return
+        if kind == "json" and scope["path"].endswith("/v1/embeddings"):
+            await _embeddings(body_of(parsed), send)
+            return
+        if kind == "json" and _legacy(scope["path"]):
+            kind = "completion"
+        handler = {
+            "json": _completion,
+            "completion": _text_completion,
+            "sse": _stream,
+            "status": _status,
+        }.get(kind)
         if kind == "broken_sse":
             await _raw(send, 200, b"this is not an event stream\n\n\x00\x01", "text/event-stream")
         elif kind == "not_json":
@@ -143,6 +167,54 @@ async def _completion(script: dict[str, Any], seen: Seen, body: Any, send: Send)
     await _json(send, 200, payload, {"x-upstream-header": "yes"})
 
 
+def _legacy(path: str) -> bool:
+    return path.endswith("/v1/completions")
+
+
+def body_of(parsed: Any) -> dict[str, Any]:
+    return parsed if isinstance(parsed, dict) else {}
+
+
+async def _text_completion(script: dict[str, Any], seen: Seen, body: Any, send: Send) -> None:
+    n = script.get("n", 1)
+    texts = script.get("texts") or [script.get("content", "Hello from the mock.")] * n
+    choices = []
+    for i, text in enumerate(texts):
+        logprobs = None
+        if script.get("logprobs"):
+            logprobs = {"tokens": [text], "token_logprobs": [-0.5], "top_logprobs": None, "text_offset": [0]}
+        choices.append({"text": text, "index": i, "finish_reason": "stop", "logprobs": logprobs})
+    payload = {
+        "id": "cmpl-mock",
+        "object": "text_completion",
+        "created": 1700000000,
+        "model": _model(body),
+        "choices": choices,
+        "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12},
+        "mock_extra_field": {"kept": True},
+    }
+    await _json(send, 200, payload, {"x-upstream-header": "yes"})
+
+
+async def _embeddings(body: dict[str, Any], send: Send) -> None:
+    given = body.get("input")
+    inputs = [given] if isinstance(given, str) or (given and isinstance(given[0], int)) else given or []
+    data = []
+    for i, item in enumerate(inputs):
+        vector = [float(len(item)), 0.5, -0.25, float(i)]
+        encoded: Any = vector
+        if body.get("encoding_format") == "base64":
+            encoded = base64.b64encode(struct.pack("<4f", *vector)).decode()
+        data.append({"object": "embedding", "index": i, "embedding": encoded})
+    payload = {
+        "object": "list",
+        "data": data,
+        "model": _model(body),
+        "usage": {"prompt_tokens": 3, "total_tokens": 3},
+    }
+    await _json(send, 200, payload, {"x-upstream-header": "yes"})
+
+
 async def _status(script: dict[str, Any], seen: Seen, body: Any, send: Send) -> None:
     content = script.get("body", {"error": {"message": "upstream failed", "type": "server_error"}})
     if isinstance(content, str):
@@ -181,6 +253,15 @@ def _chunk(
         "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
     }
     return b"data: " + json.dumps({**payload, **extra}).encode() + b"\n\n"
+
+
+def _text_chunk(
+    body: Any, delta: dict[str, Any], finish: str | None = None, index: int = 0, **extra: Any
+) -> bytes:
+    """A legacy ``text_completion`` chunk carrying ``delta``'s content as ``text``."""
+    choice = {"index": index, "text": delta.get("content", ""), "finish_reason": finish, "logprobs": None}
+    payload = {"id": "cmpl-mock", "object": "text_completion", "created": 1700000000, "model": _model(body)}
+    return b"data: " + json.dumps({**payload, "choices": [choice], **extra}).encode() + b"\n\n"
 
 
 def _delta(channel: str, text: str) -> dict[str, Any]:
@@ -231,6 +312,8 @@ async def _stream_body(
         else:
             await send({"type": "http.response.body", "body": data, "more_body": True})
 
+    legacy = _legacy(seen.path)
+    chunk = _text_chunk if legacy else _chunk
     first: dict[str, Any] = {"role": "assistant", "content": ""}
     if channel == "tool":
         first["tool_calls"] = [
@@ -238,7 +321,7 @@ async def _stream_body(
         ]
     by_choice = script.get("by_choice")
     choices = range(len(by_choice) if by_choice else script.get("n", 1))
-    for c in choices:
+    for c in choices if not legacy else ():  # legacy streams start with text, no role chunk
         await emit(_chunk(body, first, index=c))
     rows = list(zip(*by_choice, strict=True)) if by_choice else None
     for i, text in enumerate(rows or script.get("deltas", ["Hello", " world"])):
@@ -254,16 +337,16 @@ async def _stream_body(
         if script.get("keepalive"):
             await emit(b": keep-alive\n\n")
         for c in choices:
-            await emit(_chunk(body, _delta(channel, text[c] if rows else text), index=c))
+            await emit(chunk(body, _delta(channel, text[c] if rows else text), index=c))
         seen.sent_deltas += 1
         if delay:
             await asyncio.sleep(delay)
     for c in choices:
-        await emit(_chunk(body, {}, "tool_calls" if channel == "tool" else "stop", index=c))
+        await emit(chunk(body, {}, "tool_calls" if channel == "tool" else "stop", index=c))
     options = body.get("stream_options") if isinstance(body, dict) else None
     if isinstance(options, dict) and options.get("include_usage"):
         usage = {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
-        await emit(_chunk(body, {}, choices=[], usage=usage))
+        await emit(chunk(body, {}, choices=[], usage=usage))
     if not script.get("no_done"):
         await emit(b"data: [DONE]\n\n")
     await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -1,0 +1,102 @@
+"""OpenAI legacy completions through the gateway: screen the prompt and suffix, forward, screen
+each choice's text (whole, or streamed through the stream guard in ``text_completion`` chunks).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.exchange import (
+    LABEL_HEADER_RAW,
+    Call,
+    arrive,
+    complete,
+    open_call,
+    open_stream,
+    screen_input,
+    screen_output,
+    send_answer,
+    with_notice,
+)
+from gateway.labels import labeled, labeled_body
+from gateway.openai_chat import error_event, validate_body
+from gateway.openai_completions import (
+    CompletionRequest,
+    apply_output,
+    choice_count,
+    input_segments,
+    label_texts,
+    output_segments,
+    refusal_completion,
+    refusal_stream,
+)
+from gateway.responses import RawResponse, race_disconnect
+from gateway.screening import Decision
+from gateway.stream.completions import CompletionsShape
+from gateway.stream.labeling import StreamLabel
+
+__all__ = ["ROUTE", "handle_completions"]
+
+ROUTE = "/v1/completions"
+
+_Call = Call[CompletionRequest]
+
+
+async def handle_completions(request: Request) -> Response:
+    arrival = await arrive(request)
+    completion = validate_body(CompletionRequest, arrival.payload)
+    # No response_format here: the explicit label, when the policy asks for one, always applies.
+    call = await open_call(request, arrival, completion, completion.model, completion.user, None)
+    return await with_notice(call, _screened(request, call, arrival.payload, arrival.body))
+
+
+async def _screened(request: Request, call: _Call, payload: dict[str, Any], body: bytes) -> Response:
+    body, refusal = await screen_input(call, input_segments(call.request), payload, body)
+    if refusal is not None:
+        return _refusal(call, refusal)
+    if call.request.stream:
+        return await _stream(call, body)
+    return await race_disconnect(request, _complete(call, body))
+
+
+async def _complete(call: _Call, body: bytes) -> Response:
+    answer = await complete(call, ROUTE, body)
+    result, policy = answer.result, call.route.policy
+    segments = output_segments(result)
+
+    def apply(decision: Decision, note: dict[str, Any]) -> None:
+        apply_output(result, decision, segments, policy, note)
+
+    decision = await screen_output(call, answer, segments, apply)
+    unchanged = answer.raw if decision.action == "allow" else None
+    rid = call.info.request_id
+    raw, label = labeled_body(call.labeler, call.explicit, result, unchanged, rid, label_texts)
+    return send_answer(call, ROUTE, answer, raw, label)
+
+
+async def _stream(call: _Call, body: bytes) -> Response:
+    shape = CompletionsShape()
+    label = StreamLabel(call.explicit, write=shape.write) if call.explicit is not None else None
+    count = choice_count(call.request)
+    return await open_stream(call, ROUTE, body, shape, error_event, label=label, choices=count)
+
+
+def _refusal(call: _Call, note: dict[str, Any]) -> Response:
+    """The canned reply to a refused request, labelled like any generated answer."""
+    completion, policy = call.request, call.route.policy
+    if completion.stream:
+        message = policy.spec.refusal.message
+        if call.explicit is not None:
+            message = labeled(message, call.explicit)
+        events = refusal_stream(completion, note, message)
+        return Response(events, media_type="text/event-stream", headers=call.stream_label())
+    answer = refusal_completion(completion, policy, note)
+    rid = call.info.request_id
+    raw, label = labeled_body(call.labeler, call.explicit, answer, None, rid, label_texts)
+    headers = [(b"content-type", b"application/json")]
+    if label is not None:
+        headers.append((LABEL_HEADER_RAW, label))
+    return RawResponse(raw, headers)
