@@ -88,7 +88,7 @@ async def _stream(call: _Call, body: bytes, refusal: dict[str, Any] | None) -> R
             label_message(message, call.explicit)
         events = message_events(message)
         return Response(events, media_type="text/event-stream", headers=call.stream_label())
-    return await open_stream(call, ROUTE, body, AnthropicShape(), _error_event)
+    return await open_stream(call, ROUTE, body, AnthropicShape(call.explicit), _error_event)
 
 
 def _error_event(exc: GatewayError) -> bytes:

@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from gateway.duties import ExplicitLabel
+from gateway.labels import end_piece, start_piece
 from gateway.policy import Policy
 from gateway.screening import Decision
 from gateway.stream.channels import ChannelKey, ChannelState
@@ -44,15 +46,21 @@ def event_bytes(chunk: Mapping[str, Any]) -> bytes:
 
 
 class AnthropicShape:
-    """One per stream: it remembers which blocks the client has seen open."""
+    """One per stream: it remembers which blocks the client has seen open, and where the
+    explicit label (GB 45438) goes: before the first text, or in a text block of its own after
+    the last one."""
 
     done = event_bytes({"type": "message_stop"})
 
-    def __init__(self) -> None:
+    def __init__(self, label: ExplicitLabel | None = None) -> None:
         #: Blocks started and not yet stopped, as sent to the client.
         self.open: set[int] = set()
         #: The highest block index seen (the refusal block of a cut comes after it).
         self.last_index = -1
+        self.label = label
+        #: The last character of text sent, once any was (for the end label's separator).
+        self.last_char: str | None = None
+        self.labeled = False
 
     def batches(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[list[SSEEvent]]:
         return sse_batches(chunks)
@@ -124,7 +132,7 @@ class AnthropicShape:
         out = b""
         if kind == "message_delta":
             # Text a block never closed (a broken upstream) still precedes the end.
-            out = self.leftovers(channels, template, redaction, label)
+            out = self.leftovers(channels, template, redaction, label) + self._end_label()
         elif isinstance(index, int):
             self.last_index = max(self.last_index, index)
             if kind == "content_block_start":
@@ -135,7 +143,7 @@ class AnthropicShape:
         if not keys:
             return out + event.raw
         key = keys[0]
-        text = channels[key].emit_until(ends[key], redaction)
+        text = self._shown(key, channels[key].emit_until(ends[key], redaction))
         rewritten = _with_text(chunk, key, text)
         if rewritten is chunk:
             return out + event.raw
@@ -153,10 +161,36 @@ class AnthropicShape:
         for key, state in sorted(channels.items(), key=lambda item: item[0][2]):
             if (keys is not None and key not in keys) or not state.unemitted:
                 continue
-            text = state.emit_until(state.release_end, redaction)
+            text = self._shown(key, state.emit_until(state.release_end, redaction))
             if text:
                 out += event_bytes(_delta_event(key, text))
         return out
+
+    def _shown(self, key: ChannelKey, text: str) -> str:
+        """``text`` as it goes out on ``key``: the start label before the first text."""
+        if key[1] != "content" or not text:
+            return text
+        if self.label is not None and self.label.position == "start" and not self.labeled:
+            self.labeled = True
+            text = start_piece(self.label, text) + text
+        self.last_char = text[-1]
+        return text
+
+    def _end_label(self) -> bytes:
+        """The end label, in a text block of its own after the last one (which block is the
+        last is known only when the message ends)."""
+        if self.label is None or self.label.position != "end" or self.labeled or self.last_char is None:
+            return b""
+        self.labeled = True
+        self.last_index += 1
+        index = self.last_index
+        start = {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}
+        piece = end_piece(self.label, self.last_char)
+        return (
+            event_bytes(start)
+            + event_bytes(_delta_event((0, "content", index), piece))
+            + event_bytes({"type": "content_block_stop", "index": index})
+        )
 
     def cut(
         self,
@@ -176,7 +210,15 @@ class AnthropicShape:
         out += event_bytes(
             {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}
         )
-        out += event_bytes(_delta_event((0, "content", index), policy.spec.refusal.message))
+        message = policy.spec.refusal.message
+        if self.label is not None and not (self.labeled and self.label.position == "start"):
+            self.labeled = True
+            message = (
+                start_piece(self.label, message) + message
+                if self.label.position == "start"
+                else (message + end_piece(self.label, message))
+            )
+        out += event_bytes(_delta_event((0, "content", index), message))
         out += event_bytes({"type": "content_block_stop", "index": index})
         note = decision.note(incident_id)
         if retract is not None:

@@ -8,6 +8,7 @@ import json
 import time
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -300,3 +301,20 @@ def test_embeddings_upstream_error_keeps_status(gateway: Gateway) -> None:
             model="emb", input="hi", extra_headers=mock(type="status", status=429)
         )
     assert info.value.status_code == 429
+
+
+def test_client_disconnect_cancels_the_upstream_stream(streaming: Gateway, upstream: Upstream) -> None:
+    body = {"model": "m", "prompt": "Once", "stream": True}
+    headers = {**mock(type="sse", deltas=["a "] * 10, hang_after=3), "x-test-id": "completions-disconnect"}
+    with (
+        httpx.Client(base_url=streaming.base, timeout=10) as client,
+        client.stream("POST", "/v1/completions", json=body, headers=headers) as resp,
+    ):
+        for line in resp.iter_lines():
+            if line.startswith("data:") and '"a "' in line:
+                break
+    deadline = time.monotonic() + 5
+    seen = upstream.app.by_test_id("completions-disconnect")[0]
+    while seen.stream_state != "disconnected" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert seen.stream_state == "disconnected"

@@ -198,3 +198,25 @@ def test_bad_selector_stops_the_config(
 
     with pytest.raises(ConfigError, match=r"routes\.0\.adapter\.input"):
         make_gateway(config=CONFIG.format(acme=acme[1]).replace("$.system", "system"))
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "sse"])
+def test_client_disconnect_cancels_the_api_stream(
+    gateway: Gateway, acme: tuple[GenericUpstream, str], kind: str
+) -> None:
+    test_id = f"generic-disconnect-{kind}"
+    script = {"type": kind, "pieces": ["word "] * 200, "delay_ms": 20}
+    with (
+        httpx.Client(base_url=gateway.base, timeout=10) as client,
+        client.stream(
+            "POST", "/acme/v2/generate", json=body("story"), headers={**mock(**script), "x-test-id": test_id}
+        ) as resp,
+    ):
+        for line in resp.iter_lines():
+            if "word" in line:
+                break
+    deadline = time.monotonic() + 5
+    seen = acme[0].by_test_id(test_id)[0]
+    while seen.stream_state != "disconnected" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert seen.stream_state == "disconnected" and seen.sent_deltas < 200

@@ -146,3 +146,28 @@ def test_client_disconnect_cancels_the_upstream(claude: Gateway, anthropic_upstr
     while seen.stream_state != "disconnected" and time.monotonic() < deadline:
         time.sleep(0.05)
     assert seen.stream_state == "disconnected"
+
+
+@pytest.mark.parametrize("position", ["start", "end"])
+def test_explicit_label_in_streams(
+    make_gateway: GatewayFactory, anthropic_upstream: AnthropicServer, position: str
+) -> None:
+    policy = TEST_POLICY + f'labeling: {{explicit: {{text: "【AI生成】", position: {position}}}}}\n'
+    claude = make_gateway(policy=policy, config=CONFIG.replace("{anthropic}", anthropic_upstream.base))
+    blocks = [
+        {"type": "thinking", "deltas": ["hmm"]},
+        {"type": "text", "deltas": ["fir", "st"]},
+        {"type": "tool_use", "name": "f", "deltas": ['{"a": 1}']},
+        {"type": "text", "deltas": ["last"]},
+    ]
+    final, _ = _stream(claude, f"label-{position}", blocks)
+    texts = [getattr(b, "text", None) for b in final.content]
+    if position == "start":
+        assert texts == [None, "【AI生成】\nfirst", None, "last"]
+    else:  # the last text block is known only at the end: the label comes in a block of its own
+        assert texts == [None, "first", None, "last", "\n【AI生成】"]
+    assert final.content[0].thinking == "hmm" and final.content[2].input == {"a": 1}
+    with claude.anthropic().messages.stream(
+        model="claude-test", max_tokens=64, messages=[{"role": "user", "content": "refuseword"}]
+    ) as stream:
+        assert "【AI生成】" in stream.get_final_message().content[0].text

@@ -102,7 +102,9 @@ def test_sigterm_bounds_long_streams(upstream: Upstream, tmp_path: Path) -> None
 
 def test_workers_share_metrics(upstream: Upstream, tmp_path) -> None:  # type: ignore[no-untyped-def]
     args = ["--upstream", upstream.base, "--store", f"sqlite:///{tmp_path}/m.db", "--workers", "2"]
-    with gateway_process(args) as (_proc, base):
+    # Two workers each load the default policy's model on two cores: readiness takes ~25 s
+    # alone and more beside other work; this test is about the metrics they share.
+    with gateway_process(args, ready_s=120) as (_proc, base):
         n = 40
         with httpx.Client(base_url=base, timeout=10) as client:
             for _ in range(n):

@@ -52,9 +52,9 @@ def serve_in_thread(app: ASGIApp, port: int | None = None) -> Iterator[str]:
 
 @contextlib.contextmanager
 def gateway_process(
-    args: list[str], env: dict[str, str] | None = None, ready: bool = True
+    args: list[str], env: dict[str, str] | None = None, ready: bool = True, ready_s: float = 30.0
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """``python -m gateway serve ARGS`` as a real process; waits for /readyz."""
+    """``python -m gateway serve ARGS`` as a real process; waits up to ``ready_s`` for /readyz."""
     port = free_port()
     cmd = [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
     full_env = {**os.environ, "MODGATE_LOG_LEVEL": "warning", **(env or {})}
@@ -65,7 +65,7 @@ def gateway_process(
     base = f"http://127.0.0.1:{port}"
     try:
         if ready:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + ready_s
             while True:
                 if proc.poll() is not None:
                     out = proc.stdout.read().decode() if proc.stdout else ""
