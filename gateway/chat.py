@@ -8,18 +8,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.exchange import (
-    LABEL_HEADER_RAW,
     Call,
+    answer_whole,
     arrive,
-    complete,
+    labeled_json,
     open_call,
     open_stream,
     screen_input,
-    screen_output,
-    send_answer,
     with_notice,
 )
-from gateway.labels import labeled, labeled_body
+from gateway.labels import labeled
 from gateway.openai_chat import (
     ChatRequest,
     apply_output,
@@ -30,8 +28,7 @@ from gateway.openai_chat import (
     refusal_stream,
     validate_chat,
 )
-from gateway.responses import RawResponse, race_disconnect
-from gateway.screening import Decision
+from gateway.responses import race_disconnect
 from gateway.stream.labeling import StreamLabel
 from gateway.stream.shape import OpenAIChatShape
 
@@ -60,17 +57,7 @@ async def _screened(request: Request, call: _Call, payload: dict[str, Any], body
 
 
 async def _complete(call: _Call, body: bytes) -> Response:
-    answer = await complete(call, ROUTE, body)
-    result, policy = answer.result, call.route.policy
-    segments = output_segments(result)
-
-    def apply(decision: Decision, note: dict[str, Any]) -> None:
-        apply_output(result, decision, segments, policy, note)
-
-    decision = await screen_output(call, answer, segments, apply)
-    unchanged = answer.raw if decision.action == "allow" else None
-    raw, label = labeled_body(call.labeler, call.explicit, result, unchanged, call.info.request_id)
-    return send_answer(call, ROUTE, answer, raw, label)
+    return await answer_whole(call, ROUTE, body, output_segments, apply_output)
 
 
 async def _stream(call: _Call, body: bytes) -> Response:
@@ -89,9 +76,4 @@ def _refusal(call: _Call, note: dict[str, Any]) -> Response:
             message = labeled(message, call.explicit)
         events = refusal_stream(chat, policy, note, message)
         return Response(b"".join(events), media_type="text/event-stream", headers=call.stream_label())
-    completion = refusal_completion(chat, policy, note)
-    body, label = labeled_body(call.labeler, call.explicit, completion, None, call.info.request_id)
-    headers = [(b"content-type", b"application/json")]
-    if label is not None:
-        headers.append((LABEL_HEADER_RAW, label))
-    return RawResponse(body, headers)
+    return labeled_json(call, refusal_completion(chat, policy, note))

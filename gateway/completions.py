@@ -10,18 +10,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.exchange import (
-    LABEL_HEADER_RAW,
     Call,
+    answer_whole,
     arrive,
-    complete,
+    labeled_json,
     open_call,
     open_stream,
     screen_input,
-    screen_output,
-    send_answer,
     with_notice,
 )
-from gateway.labels import labeled, labeled_body
+from gateway.labels import labeled
 from gateway.openai_chat import error_event, validate_body
 from gateway.openai_completions import (
     CompletionRequest,
@@ -33,8 +31,7 @@ from gateway.openai_completions import (
     refusal_completion,
     refusal_stream,
 )
-from gateway.responses import RawResponse, race_disconnect
-from gateway.screening import Decision
+from gateway.responses import race_disconnect
 from gateway.stream.completions import CompletionsShape
 from gateway.stream.labeling import StreamLabel
 
@@ -63,18 +60,7 @@ async def _screened(request: Request, call: _Call, payload: dict[str, Any], body
 
 
 async def _complete(call: _Call, body: bytes) -> Response:
-    answer = await complete(call, ROUTE, body)
-    result, policy = answer.result, call.route.policy
-    segments = output_segments(result)
-
-    def apply(decision: Decision, note: dict[str, Any]) -> None:
-        apply_output(result, decision, segments, policy, note)
-
-    decision = await screen_output(call, answer, segments, apply)
-    unchanged = answer.raw if decision.action == "allow" else None
-    rid = call.info.request_id
-    raw, label = labeled_body(call.labeler, call.explicit, result, unchanged, rid, label_texts)
-    return send_answer(call, ROUTE, answer, raw, label)
+    return await answer_whole(call, ROUTE, body, output_segments, apply_output, label_texts)
 
 
 async def _stream(call: _Call, body: bytes) -> Response:
@@ -93,10 +79,4 @@ def _refusal(call: _Call, note: dict[str, Any]) -> Response:
             message = labeled(message, call.explicit)
         events = refusal_stream(completion, note, message)
         return Response(events, media_type="text/event-stream", headers=call.stream_label())
-    answer = refusal_completion(completion, policy, note)
-    rid = call.info.request_id
-    raw, label = labeled_body(call.labeler, call.explicit, answer, None, rid, label_texts)
-    headers = [(b"content-type", b"application/json")]
-    if label is not None:
-        headers.append((LABEL_HEADER_RAW, label))
-    return RawResponse(raw, headers)
+    return labeled_json(call, refusal_completion(completion, policy, note), label_texts)

@@ -20,7 +20,7 @@ from gateway.app import AppState
 from gateway.duties import EnforcementSettings, ExplicitLabel
 from gateway.enforcement import STRIKING_ACTIONS, Standing, identify
 from gateway.errors import ContentBlocked, GatewayError, UpstreamUnavailable
-from gateway.labels import LABEL_HEADER, Labeler, labeler_for
+from gateway.labels import LABEL_HEADER, Labeler, label_completion, labeled_body, labeler_for
 from gateway.openai_chat import parse_json_object, redact_payload
 from gateway.recorder import RequestInfo
 from gateway.responses import GuardedStreamResponse, RawResponse, read_body
@@ -42,9 +42,11 @@ __all__ = [
     "Arrival",
     "Call",
     "UpstreamAnswer",
+    "answer_whole",
     "arrive",
     "complete",
     "guard_stream",
+    "labeled_json",
     "open_call",
     "open_stream",
     "screen_input",
@@ -261,6 +263,48 @@ def send_answer(
     metrics = call.state.metrics
     added = time.perf_counter() - call.t0 - answer.seconds
     metrics.child(metrics.added_seconds, route_path).observe(max(0.0, added))
+    return RawResponse(body, headers)
+
+
+Segmenter = Callable[[dict[str, Any]], list[Segment]]
+Applier = Callable[[dict[str, Any], Decision, Sequence[Segment], Any, dict[str, Any]], None]
+LabelText = Callable[[dict[str, Any], ExplicitLabel], bool]
+
+
+async def answer_whole(
+    call: Call[Any],
+    path: str,
+    body: bytes,
+    segments_of: Segmenter,
+    apply_output: Applier,
+    label_text: LabelText = label_completion,
+) -> Response:
+    """A plain (not streamed) exchange after input screening, in a dialect's own shapes: its
+    answer's texts (``segments_of``), how a decision rewrites the answer (``apply_output``) and
+    where the explicit label goes (``label_text``)."""
+    answer = await complete(call, path, body)
+    result, policy = answer.result, call.route.policy
+    segments = segments_of(result)
+
+    def apply(decision: Decision, note: dict[str, Any]) -> None:
+        apply_output(result, decision, segments, policy, note)
+
+    decision = await screen_output(call, answer, segments, apply)
+    unchanged = answer.raw if decision.action == "allow" else None
+    raw, label = labeled_body(
+        call.labeler, call.explicit, result, unchanged, call.info.request_id, label_text
+    )
+    return send_answer(call, path, answer, raw, label)
+
+
+def labeled_json(
+    call: Call[Any], answer: dict[str, Any], label_text: LabelText = label_completion
+) -> Response:
+    """An answer the gateway wrote itself (a canned refusal), labelled like a generated one."""
+    body, label = labeled_body(call.labeler, call.explicit, answer, None, call.info.request_id, label_text)
+    headers = [(b"content-type", b"application/json")]
+    if label is not None:
+        headers.append((LABEL_HEADER_RAW, label))
     return RawResponse(body, headers)
 
 

@@ -27,20 +27,16 @@ from gateway.anthropic_messages import (
 )
 from gateway.errors import GatewayError
 from gateway.exchange import (
-    LABEL_HEADER_RAW,
     Call,
+    answer_whole,
     arrive,
-    complete,
+    labeled_json,
     open_call,
     open_stream,
     screen_input,
-    screen_output,
-    send_answer,
     with_notice,
 )
-from gateway.labels import labeled_body
-from gateway.responses import RawResponse, race_disconnect
-from gateway.screening import Decision, Segment
+from gateway.responses import race_disconnect
 from gateway.stream.anthropic import AnthropicShape, event_bytes, message_events
 
 __all__ = ["ROUTE", "handle_messages"]
@@ -97,27 +93,9 @@ def _error_event(exc: GatewayError) -> bytes:
 
 
 async def _complete(call: _Call, body: bytes) -> Response:
-    answer = await complete(call, ROUTE, body)
-    message, policy = answer.result, call.route.policy
-    segments: list[Segment] = output_segments(message)
-
-    def apply(decision: Decision, note: dict[str, Any]) -> None:
-        apply_output(message, decision, segments, policy, note)
-
-    decision = await screen_output(call, answer, segments, apply)
-    unchanged = answer.raw if decision.action == "allow" else None
-    raw, label = labeled_body(
-        call.labeler, call.explicit, message, unchanged, call.info.request_id, label_message
-    )
-    return send_answer(call, ROUTE, answer, raw, label)
+    return await answer_whole(call, ROUTE, body, output_segments, apply_output, label_message)
 
 
 def _refusal(call: _Call, note: dict[str, Any]) -> Response:
     """The canned reply to a refused request, labelled like any generated answer."""
-    message = refusal_message(call.request, call.route.policy, note)
-    rid = call.info.request_id
-    body, label = labeled_body(call.labeler, call.explicit, message, None, rid, label_message)
-    headers = [(b"content-type", b"application/json")]
-    if label is not None:
-        headers.append((LABEL_HEADER_RAW, label))
-    return RawResponse(body, headers)
+    return labeled_json(call, refusal_message(call.request, call.route.policy, note), label_message)

@@ -13,19 +13,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.exchange import (
-    LABEL_HEADER_RAW,
     Call,
+    answer_whole,
     arrive,
-    complete,
+    labeled_json,
     open_call,
     open_stream,
     screen_input,
-    screen_output,
-    send_answer,
     with_notice,
 )
-from gateway.labels import labeled_body
-from gateway.responses import RawResponse, race_disconnect
+from gateway.responses import race_disconnect
 from gateway.responses_api import (
     ResponsesRequest,
     apply_output,
@@ -35,7 +32,6 @@ from gateway.responses_api import (
     refusal_response,
     validate_responses,
 )
-from gateway.screening import Decision
 from gateway.stream.responses_api import ResponsesShape, response_events
 
 __all__ = ["ROUTE", "handle_responses"]
@@ -64,19 +60,7 @@ async def _screened(request: Request, call: _Call, payload: dict[str, Any], body
 
 
 async def _complete(call: _Call, body: bytes) -> Response:
-    answer = await complete(call, ROUTE, body)
-    result, policy = answer.result, call.route.policy
-    segments = output_segments(result)
-
-    def apply(decision: Decision, note: dict[str, Any]) -> None:
-        apply_output(result, decision, segments, policy, note)
-
-    decision = await screen_output(call, answer, segments, apply)
-    unchanged = answer.raw if decision.action == "allow" else None
-    raw, label = labeled_body(
-        call.labeler, call.explicit, result, unchanged, call.info.request_id, label_response
-    )
-    return send_answer(call, ROUTE, answer, raw, label)
+    return await answer_whole(call, ROUTE, body, output_segments, apply_output, label_response)
 
 
 def _refusal(call: _Call, note: dict[str, Any]) -> Response:
@@ -88,9 +72,4 @@ def _refusal(call: _Call, note: dict[str, Any]) -> Response:
             label_response(response, call.explicit)
         events = response_events(response)
         return Response(events, media_type="text/event-stream", headers=call.stream_label())
-    rid = call.info.request_id
-    body, label = labeled_body(call.labeler, call.explicit, response, None, rid, label_response)
-    headers = [(b"content-type", b"application/json")]
-    if label is not None:
-        headers.append((LABEL_HEADER_RAW, label))
-    return RawResponse(body, headers)
+    return labeled_json(call, response, label_response)

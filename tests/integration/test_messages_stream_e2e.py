@@ -78,7 +78,13 @@ def test_split_term_cuts_the_message(
     claude: Gateway, anthropic_upstream: AnthropicServer, kind: str, deltas: list[str], term: str
 ) -> None:
     test_id = f"cut-{kind}-{term.encode().hex()}"
-    blocks = [{"type": "text", "deltas": ["Fine. "]}, {"type": kind, "deltas": deltas, "name": "f"}]
+    # Trailing deltas keep the upstream generating when the cut comes, so its close is seen.
+    tail = [" more"] * 60 if kind != "tool_use" else []
+    blocks = [
+        {"type": "text", "deltas": ["Fine. "]},
+        {"type": kind, "deltas": [*deltas, *tail], "name": "f"},
+        {"type": "text", "deltas": [" and more"] * 60},
+    ]
     final, events = _stream(claude, test_id, blocks)
     assert final.stop_reason == "refusal"
     assert final.content[-1].type == "text" and final.content[-1].text == REFUSAL
@@ -93,8 +99,10 @@ def test_split_term_cuts_the_message(
         assert incident.exposed_chars == 0 and "retract" not in note
     else:
         assert note["retract"]["block"] == 1
-    time.sleep(0.3)
     seen = anthropic_upstream.app.by_test_id(test_id)[0]
+    deadline = time.monotonic() + 5
+    while seen.stream_state != "disconnected" and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert seen.stream_state == "disconnected"  # generation stopped: the upstream was closed
 
 

@@ -276,7 +276,8 @@ def test_stream_carries_the_implicit_label(streaming: Gateway) -> None:
 )
 def test_split_term_is_cut(streaming: Gateway, upstream: Upstream, deltas: list[str], term: str) -> None:
     test_id = f"responses-split-{_mode(streaming)}-{term.encode().hex()}-{len(deltas)}"
-    events = _stream(streaming, test_id, [{"type": "message", "deltas": deltas}])
+    # Trailing deltas keep the upstream generating when the cut comes, so its close is seen.
+    events = _stream(streaming, test_id, [{"type": "message", "deltas": [*deltas, *[" more"] * 60]}])
     final = events[-1]
     assert final.type == "response.incomplete" and final.response.status == "incomplete"
     assert final.response.incomplete_details.reason == "content_filter"
