@@ -37,7 +37,8 @@ from gateway.exchange import (
     with_notice,
 )
 from gateway.responses import race_disconnect
-from gateway.stream.anthropic import AnthropicShape, event_bytes, message_events
+from gateway.stream.anthropic import AnthropicShape, message_events
+from gateway.stream.sse import event_bytes
 
 __all__ = ["ROUTE", "handle_messages"]
 

@@ -25,7 +25,7 @@ from gateway.policy import Policy
 from gateway.screening import Decision
 from gateway.stream.channels import ChannelKey, ChannelState
 from gateway.stream.labeling import StreamLabel
-from gateway.stream.sse import SSEEvent, sse_batches
+from gateway.stream.sse import SSEEvent, event_bytes, sse_batches
 
 __all__ = ["AnthropicShape", "event_bytes", "message_events"]
 
@@ -38,11 +38,6 @@ _DELTAS = {
     "input_json_delta": ("tool_arguments", "partial_json"),
 }
 _FIELDS = {name: (delta_type, field) for delta_type, (name, field) in _DELTAS.items()}
-
-
-def event_bytes(chunk: Mapping[str, Any]) -> bytes:
-    """One event as Anthropic sends it: the ``event:`` line names the data's ``type``."""
-    return b"event: " + str(chunk.get("type", "")).encode() + b"\ndata: " + orjson.dumps(chunk) + b"\n\n"
 
 
 class AnthropicShape:

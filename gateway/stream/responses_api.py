@@ -38,7 +38,6 @@ from gateway.errors import GatewayError
 from gateway.policy import Policy
 from gateway.responses_api import refusal_item
 from gateway.screening import Decision
-from gateway.stream.anthropic import event_bytes
 from gateway.stream.channels import ChannelKey, ChannelState
 from gateway.stream.chunks import parse_chunk
 from gateway.stream.labeling import StreamLabel
@@ -62,7 +61,7 @@ from gateway.stream.responses_events import (
     response_events,
     texts_of,
 )
-from gateway.stream.sse import SSEEvent, sse_batches
+from gateway.stream.sse import SSEEvent, event_bytes, sse_batches
 
 __all__ = ["TERMINAL", "ResponsesShape", "response_events"]
 

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.responses_api import PART_TEXT, item_texts
-from gateway.stream.anthropic import event_bytes
 from gateway.stream.channels import ChannelKey
+from gateway.stream.sse import event_bytes
 
 __all__ = [
     "DELTAS",

@@ -7,8 +7,11 @@ everything that arrived together in one classifier pass instead of one pass per 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 from gateway.errors import UpstreamUnavailable
 
@@ -17,6 +20,7 @@ __all__ = [
     "SSEEvent",
     "SSEParser",
     "encode_data",
+    "event_bytes",
     "jsonl_batches",
     "next_batch",
     "sse_batches",
@@ -138,6 +142,12 @@ async def next_batch(batches: AsyncIterator[list[SSEEvent]]) -> list[SSEEvent] |
     with contextlib.suppress(StopAsyncIteration):
         return await anext(batches)
     return None
+
+
+def event_bytes(chunk: Mapping[str, Any]) -> bytes:
+    """One typed event (Anthropic's, the Responses API's): the ``event:`` line names the data's
+    ``type``."""
+    return b"event: " + str(chunk.get("type", "")).encode() + b"\ndata: " + orjson.dumps(chunk) + b"\n\n"
 
 
 def encode_data(payload: bytes) -> bytes:
