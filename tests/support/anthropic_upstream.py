@@ -53,28 +53,11 @@ SIGNATURE = "c2lnbmF0dXJlLW1vY2s="
 @dataclass
 class AnthropicUpstream(RequestLog):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
-        try:
-            parsed = json.loads(body) if body else None
-        except ValueError:
-            parsed = body
-        seen = Seen(scope["path"], scope["method"], headers, parsed)
-        self.requests.append(seen)
-        script = json.loads(headers.get("x-mock", "{}") or "{}")
+        arrived = await self.arrive(scope, receive, send)
+        if arrived is None:
+            return
+        seen, script = arrived
+        parsed = seen.body
         kind = script.get("type", "json")
         if kind == "json":
             await _json(send, 200, message_of(script, parsed), {"request-id": "req_mock"})

@@ -29,21 +29,10 @@ class _Gone(Exception):
 
 class GenericUpstream(RequestLog):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while (message := await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+        arrived = await self.arrive(scope, receive, send)
+        if arrived is None:
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
-        seen = Seen(scope["path"], scope["method"], headers, json.loads(body) if body else None)
-        self.requests.append(seen)
-        script = json.loads(headers.get("x-mock", "{}") or "{}")
+        seen, script = arrived
         if script.get("type", "json") == "json":
             outputs = [{"content": {"text": t}} for t in script.get("texts", ["Hello from acme."])]
             payload = json.dumps({"result": {"outputs": outputs}, "usage": {"units": 3}}).encode()

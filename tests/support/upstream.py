@@ -65,10 +65,8 @@ class RequestLog:
     def by_test_id(self, test_id: str) -> list[Seen]:
         return [r for r in self.requests if r.headers.get("x-test-id") == test_id]
 
-
-@dataclass
-class ScriptedUpstream(RequestLog):
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def arrive(self, scope: Scope, receive: Receive, send: Send) -> tuple[Seen, dict[str, Any]] | None:
+        """Answer the lifespan (None), or read and log a request: it and its ``x-mock`` script."""
         if scope["type"] == "lifespan":
             while True:
                 message = await receive()
@@ -76,7 +74,7 @@ class ScriptedUpstream(RequestLog):
                     await send({"type": "lifespan.startup.complete"})
                 else:
                     await send({"type": "lifespan.shutdown.complete"})
-                    return
+                    return None
         body = b""
         while True:
             message = await receive()
@@ -90,7 +88,17 @@ class ScriptedUpstream(RequestLog):
             parsed = body
         seen = Seen(scope["path"], scope["method"], headers, parsed)
         self.requests.append(seen)
-        script = json.loads(headers.get("x-mock", "{}") or "{}")
+        return seen, json.loads(headers.get("x-mock", "{}") or "{}")
+
+
+@dataclass
+class ScriptedUpstream(RequestLog):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        arrived = await self.arrive(scope, receive, send)
+        if arrived is None:
+            return
+        seen, script = arrived
+        parsed = seen.body
         if scope["path"].endswith("/models"):
             await _json(send, 200, {"object": "list", "data": [{"id": "mock-model", "object": "model"}]})
             return
