@@ -46,6 +46,8 @@ class ChannelState:
     arrivals: deque[tuple[float, int]] = field(default_factory=deque)
     #: Absolute end of what the current batch's check cleared for release.
     release_end: int = 0
+    #: Absolute end of what the keyword lists and patterns last cleared (their hold-back).
+    lists_end: int = 0
     #: Characters emitted so far in the current batch, absolute.
     _emitted: int = 0
 
@@ -109,7 +111,10 @@ class ChannelState:
 
     def safe_release_end(self, holdback: int) -> int:
         """Absolute end of what may be released, never cutting a span to be redacted."""
-        end = self.released + max(0, len(self.pending) - holdback)
+        return self.clamp(self.released + max(0, len(self.pending) - holdback))
+
+    def clamp(self, end: int) -> int:
+        """``end`` moved back to the start of a span to be redacted that it would cut."""
         for span in self.redactions:
             if span.start < end < span.end:
                 end = span.start

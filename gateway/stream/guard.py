@@ -107,9 +107,10 @@ class StreamGuard:
                             await _stop(reading)
                             yield await self._cut(cut)
                             return
-                        if self.parts:
-                            yield await self._emit_parts()
-                        self._start_behind()  # on what was released meanwhile
+                        out = await self._emit_parts() + self._release_cleared()
+                        if out:
+                            yield out
+                        self._start_behind()  # on what arrived (hold) or was released meanwhile
                         continue
                     events, reading = reading.result(), None
                 elif reading is not None:  # a read started while a model check ran
@@ -208,11 +209,12 @@ class StreamGuard:
             state.begin_batch()
         if not dirty:
             return None
-        # Keyword lists and patterns first: their cut closes the upstream without waiting for
-        # a model. In hold mode (and for a choice's end in async mode) models check next.
+        # Keyword lists and patterns first, on every batch: their cut closes the upstream
+        # without waiting for a model. Models check behind them (``behind``), except at a
+        # choice's end, where the last passage is checked here before the end goes out.
         verdict = await check_lists(self.policy, dirty, final, self.metrics, hold=self.hold, route=self.route)
         cut = self._verdict(verdict, now)
-        if cut is None and (self.hold or closing) and self.policy.awaited_classifiers:
+        if cut is None and (closing or (self.hold and final)) and self.policy.awaited_classifiers:
             going = [s for s in dirty if s.key[0] not in self.cut_choices]
             if going:
                 model = await check_models(
@@ -222,8 +224,27 @@ class StreamGuard:
         if cut is None:
             for state in dirty:
                 if state.key[0] not in self.cut_choices:
-                    state.release_end = verdict.release_ends[state.key]
+                    state.lists_end = verdict.release_ends[state.key]
+                    state.release_end = self._cleared(state)
         return cut
+
+    def _cleared(self, state: ChannelState) -> int:
+        """Where ``state`` may be released to: what the lists cleared and, in hold mode, no
+        further than what the models checked."""
+        if not self.hold or not self.policy.awaited_classifiers:
+            return state.lists_end
+        return state.clamp(min(state.lists_end, state.model_checked))
+
+    def _release_cleared(self) -> bytes:
+        """Hold mode, after a model check behind the lists: release what it cleared."""
+        if not self.hold:
+            return b""
+        for state in self._going():
+            state.begin_batch()
+            state.release_end = self._cleared(state)
+        out = self._leftovers()
+        self._commit()
+        return out
 
     def _going(self) -> list[ChannelState]:
         return [s for s in self.channels.values() if s.key[0] not in self.cut_choices]
@@ -246,15 +267,16 @@ class StreamGuard:
                 self.soft.note(found, verdict.segments[found.hit.segment])
 
     def _start_behind(self) -> None:
-        """Async mode: start a model check on released text no model has seen, unless one runs."""
-        if self.hold or self.behind is not None or not self.policy.awaited_classifiers:
+        """Start a model check on the text no model has seen, unless one runs: in hold mode
+        the pending text (released when the check clears it), in async mode released text."""
+        if self.behind is not None or not self.policy.awaited_classifiers:
             return
-        unseen = [s for s in self._going() if s.model_checked < s.released]
+        unseen = [s for s in self._going() if s.model_checked < s.released + self.hold * len(s.pending)]
         if not unseen:
             return
         self.behind_arrived = time.perf_counter()
         self.behind = asyncio.ensure_future(
-            check_models(self.policy, unseen, set(), self.metrics, hold=False, route=self.route)
+            check_models(self.policy, unseen, set(), self.metrics, hold=self.hold, route=self.route)
         )
 
     def _behind_done(self) -> Cut | None:
@@ -299,6 +321,10 @@ class StreamGuard:
                 event, chunk, ends, self.channels, redaction, self.cut_choices, self.label, self.template
             )
         out += self._leftovers()
+        self._commit()
+        return bytes(out)
+
+    def _commit(self) -> None:
         for state in self.channels.values():
             for wait in state.commit(state.release_end):
                 self.on_holdback(wait)
@@ -310,7 +336,6 @@ class StreamGuard:
             self.released_any = True
             if self.metrics is not None:
                 self.metrics.stream_first_text_seconds.observe(time.perf_counter() - self.first_text)
-        return bytes(out)
 
     def _leftovers(self, keys: set[ChannelKey] | None = None) -> bytes:
         """Released text that no chunk of this batch carried (held from earlier batches)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -219,8 +218,7 @@ async def test_async_model_failure_counts_as_the_policys_on_error() -> None:
     assert [h.code for h in decision.hits] == [ERROR_CODE]
 
 
-@pytest.mark.parametrize("term", ["zorblax", "炸药配方"])
-async def test_hold_keyword_cut_does_not_wait_for_the_model(term: str) -> None:
+def with_terms(model: Model, mode: str, term: str) -> Policy:
     from pathlib import Path
 
     from classifiers.registry import builtin_registry
@@ -229,16 +227,65 @@ async def test_hold_keyword_cut_does_not_wait_for_the_model(term: str) -> None:
     terms = registry.build(
         "terms", "lexicon", registry.validate("lexicon", {"terms": {"X.block": [term]}}, Path.cwd())
     )
-    model = Model(delay=0.5)
-    p = policy(model, "hold")
-    p = Policy(spec=p.spec, classifiers={"terms": terms, "model": model}, version="v", source="x")
-    started = time.perf_counter()
-    result = await run(p, pieces([term[:3], term[3:] + " x"]))
-    # The model saw the first piece (0.5 s); the keyword cut came without a second model call.
-    assert time.perf_counter() - started < 0.9 and model.seen == [term[:3]]
+    p = policy(model, mode)
+    return Policy(spec=p.spec, classifiers={"terms": terms, "model": model}, version="v", source="x")
+
+
+@pytest.mark.parametrize("term", ["zorblax", "炸药配方"])
+async def test_hold_keyword_cut_does_not_wait_for_the_model(term: str) -> None:
+    gate = asyncio.Event()  # never set: the model's first check never ends
+    model = Model(gate=gate)
+    result = await asyncio.wait_for(
+        run(with_terms(model, "hold", term), pieces([term[:3], term[3:] + " x"])), 5
+    )
+    # The model got the first piece; the second came while it checked, and the keyword lists
+    # cut on it at once (the model's check was abandoned, not awaited).
+    assert model.seen == [term[:3]]
     assert term[:3] not in result.text and result.log.count("close") == 1
     assert result.final["choices"][0]["finish_reason"] == "content_filter"
     assert result.final["modgate"]["risks"] == ["X.block"]
+
+
+@pytest.mark.parametrize("parts", [["Hello ", "there, ", "friend."], ["你好，", "朋友，", "再见。"]])
+async def test_hold_reads_on_while_the_model_checks_and_releases_only_what_it_cleared(
+    parts: list[str],
+) -> None:
+    gate = asyncio.Event()
+    model = Model(gate=gate)
+    log: list[str] = []
+    out: list[bytes] = []
+
+    async def upstream() -> AsyncGenerator[bytes, None]:
+        for text in parts:
+            yield content(text)
+            log.append(f"sent:{text}")
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        log.append("gate")
+        gate.set()  # the model's first check (of the first piece) ends only now
+        await asyncio.sleep(0.05)
+        yield content("", "stop")
+        yield DONE
+
+    async def record(*_: Any) -> str:
+        return "inc_1"
+
+    async def close() -> None:
+        log.append("close")
+
+    async def consume() -> None:
+        async for raw in StreamGuard(with_terms(model, "hold", "zorblax"), record, close).run(upstream()):
+            log.append("out" if b'"content"' in raw else "meta")
+            out.append(raw)
+
+    await asyncio.wait_for(consume(), 5)  # a guard that read nothing while the model ran would hang
+    # Every piece was read while the first check ran; nothing went out before it ended.
+    assert log.index(f"sent:{parts[-1]}") < log.index("gate") < log.index("out")
+    assert model.seen[0] == parts[0] and any(parts[-1] in seen for seen in model.seen[1:])
+    parser = SSEParser()
+    chunks = [json.loads(e.data) for raw in out for e in parser.feed(raw) if e.data and e.data != "[DONE]"]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "".join(parts) and chunks[-1]["choices"][0]["finish_reason"] == "stop"
 
 
 @pytest.mark.parametrize(
