@@ -67,7 +67,16 @@ class StreamingSettings(_Strict):
         64, ge=8, le=4096, description="Released text kept as left context for the next check."
     )
     model_context_chars: int = Field(
-        200, ge=0, le=8192, description="Left context a model classifier sees before the new text."
+        200,
+        ge=0,
+        le=8192,
+        description="Left context a model classifier sees before the new text (a CJK character counts 3).",
+    )
+    release: Literal["window", "sentence"] = Field(
+        "window",
+        description="hold mode with model classifiers: 'window' releases what a model's window "
+        "cleared; 'sentence' only whole sentences a model judged (no part of a harmful sentence "
+        "is shown; text appears a sentence at a time).",
     )
     window_min_score: float = Field(
         0.8,
@@ -80,7 +89,8 @@ class StreamingSettings(_Strict):
         600,
         ge=0,
         le=16384,
-        description="At sentence ends and at the end of a stream, a model sees this much recent text.",
+        description="At sentence ends and at the end of a stream, a model sees this much recent text "
+        "(a CJK character counts 3).",
     )
 
 

@@ -9,6 +9,7 @@ characters since the start of the channel's text.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -23,6 +24,27 @@ ChannelKey = tuple[int, str, int]
 
 #: Characters that end a sentence: there a model sees the whole recent passage.
 SENTENCE_ENDS = frozenset("。！？；….!?;\n")
+#: What a CJK character counts in a model's window budget: XLM-R's tokenizer takes about 1.3-1.7
+#: Chinese characters a token and about 4 English ones, so a budget in plain characters would
+#: show a model (and cost) about three times as many tokens of Chinese as of English.
+CJK_WEIGHT = 3
+_CJK = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
+
+
+def back(text: str, end: int, budget: int) -> int:
+    """The start of the text before ``end`` that fits ``budget`` (a CJK character counts
+    :data:`CJK_WEIGHT`)."""
+    start = max(0, end - budget)
+    if text.isascii() or not _CJK.search(text, start, end):
+        return start
+    left = budget
+    i = end
+    while i > 0:
+        left -= CJK_WEIGHT if _CJK.match(text, i - 1) else 1
+        if left < 0:
+            break
+        i -= 1
+    return i
 
 
 @dataclass
@@ -40,6 +62,8 @@ class ChannelState:
     model_checked: int = 0
     #: Absolute end of the text a model last saw as a whole passage.
     passage_checked: int = 0
+    #: Absolute end of the last whole sentence a model saw (``release: sentence``).
+    sentence_checked: int = 0
     #: Spans (absolute offsets) to replace on release, with the replacement text.
     redactions: list[Span] = field(default_factory=list)
     #: (arrival time, absolute end offset) of each pending piece, for hold-back metrics.
@@ -72,9 +96,12 @@ class ChannelState:
         """
         first = self.released - len(self.history)
         new = min(self.model_checked, self.released)
-        reach = self.released + len(self.pending) - self.history_chars if passage else new - context_chars
-        start = max(first, min(new, reach))
-        return self.history[start - first :] + self.pending, start
+        text = self.history + self.pending
+        if passage:
+            start = max(first, min(new, first + back(text, len(text), self.history_chars)))
+        else:
+            start = first + back(text, new - first, context_chars)
+        return text[start - first :], start
 
     def last_sentence(self) -> tuple[str, int]:
         """The last whole sentence of the recent text (up to its last sentence end), and its
@@ -94,6 +121,15 @@ class ChannelState:
         while j < i and text[j].isspace():
             j += 1
         return text[j : k + 1], self.released - len(self.history) + j
+
+    def last_sentence_end(self) -> int:
+        """Absolute end of the recent text's last sentence (after its sentence end), or where
+        the recent text begins when it holds none."""
+        text = self.history + self.pending
+        k = len(text)
+        while k > 0 and text[k - 1] not in SENTENCE_ENDS:
+            k -= 1
+        return self.released - len(self.history) + k
 
     def ends_sentence(self) -> bool:
         """Whether the text no model has checked holds a sentence end."""

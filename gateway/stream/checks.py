@@ -112,6 +112,10 @@ async def check_models(
     # came before was shown after earlier checks cleared it).
     fresh = [min(s.model_checked, s.released) for s in states]
     passages = [s.key in final or s.ends_sentence() for s in states]
+    # Where each passage's last sentence ends, taken now: in hold mode more text comes meanwhile.
+    sentence_ends = [
+        s.last_sentence_end() if passage else 0 for s, passage in zip(states, passages, strict=True)
+    ]
     #: (channel index, text, absolute start, whole sentences) per text the models see.
     seen: list[tuple[int, str, int, bool]] = []
     for i, (state, passage) in enumerate(zip(states, passages, strict=True)):
@@ -122,10 +126,11 @@ async def check_models(
             seen.append((i, sentence, at, True))
     segments = [Segment(text, ck.channel_name(states[i].key), states[i].key) for i, text, _, _ in seen]
     decision = await screen(policy, segments, "output", metrics, cache=False, kinds="awaited", route=route)
-    for state, end, passage in zip(states, ends, passages, strict=True):
+    for state, end, passage, sentence_end in zip(states, ends, passages, sentence_ends, strict=True):
         state.model_checked = max(state.model_checked, end)
         if passage:
             state.passage_checked = max(state.passage_checked, end)
+            state.sentence_checked = max(state.sentence_checked, sentence_end)
     found = []
     for hit in decision.hits:
         i, text, start, whole = seen[hit.segment]

@@ -225,15 +225,20 @@ class StreamGuard:
             for state in dirty:
                 if state.key[0] not in self.cut_choices:
                     state.lists_end = verdict.release_ends[state.key]
-                    state.release_end = self._cleared(state)
+                    state.release_end = self._cleared(state, state.key in final)
         return cut
 
-    def _cleared(self, state: ChannelState) -> int:
+    def _cleared(self, state: ChannelState, final: bool = False) -> int:
         """Where ``state`` may be released to: what the lists cleared and, in hold mode, no
-        further than what the models checked."""
+        further than what the models checked (with ``release: sentence``, no further than the
+        last whole sentence they saw, unless a passage's worth waits for a sentence end)."""
         if not self.hold or not self.policy.awaited_classifiers:
             return state.lists_end
-        return state.clamp(min(state.lists_end, state.model_checked))
+        checked = state.model_checked
+        sentence = self.policy.spec.streaming.release == "sentence" and not final
+        if sentence and checked - state.released <= state.history_chars:
+            checked = min(checked, state.sentence_checked)
+        return state.clamp(min(state.lists_end, checked))
 
     def _release_cleared(self) -> bytes:
         """Hold mode, after a model check behind the lists: release what it cleared."""

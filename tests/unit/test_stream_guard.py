@@ -20,6 +20,7 @@ from gateway.errors import UpstreamUnavailable
 from gateway.policy import Policy
 from gateway.policy_loader import load_policy
 from gateway.screening import Decision, Segment
+from gateway.stream.channels import back
 from gateway.stream.guard import StreamGuard
 from gateway.stream.sse import SSEEvent, SSEParser
 
@@ -708,3 +709,18 @@ async def test_a_choice_cut_in_one_read_ends_before_the_usage_chunk(hold: Policy
         "content_filter",
         "stop",
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "budget", "start"),
+    [
+        ("abcdefghij", 4, 6),  # Latin text: characters
+        ("abc", 10, 0),
+        ("天黑以后再说", 6, 4),  # a CJK character counts three
+        ("天黑以后再说", 7, 4),
+        ("ab天黑cd", 5, 3),  # mixed: "黑cd" is 3 + 2
+        ("天黑", 2, 2),  # less than one CJK character: nothing
+    ],
+)
+def test_a_model_windows_budget_counts_a_cjk_character_as_three(text: str, budget: int, start: int) -> None:
+    assert back(text, len(text), budget) == start

@@ -317,3 +317,35 @@ async def test_a_soft_model_hit_far_into_a_stream_is_recorded_within_its_text() 
     for hit in decision.hits:
         text = segments[hit.segment].text
         assert all(0 <= s.start <= s.end <= len(text) for s in hit.spans)
+
+
+@pytest.mark.parametrize(
+    ("parts", "needle"),
+    [
+        (["Fine. Here is", " how to", " zap it.", " Bye."], "how to zap it."),
+        (["好的。下面是", "怎么去", "zap它。", "再见。"], "怎么去zap它。"),
+    ],
+)
+async def test_sentence_release_shows_no_part_of_a_sentence_the_model_stops(
+    parts: list[str], needle: str
+) -> None:
+    first = parts[0][: max(parts[0].find("."), parts[0].find("。")) + 1]
+    window = await run(policy(Model(needle=needle), "hold"), pieces(parts))
+    # Released window by window, the harmful sentence's start was shown before the cut.
+    assert window.text.startswith("".join(parts[:2]))
+    sentence = await run(policy(Model(needle=needle), "hold", release="sentence"), pieces(parts))
+    # Only the whole sentence the model cleared, then the refusal.
+    assert sentence.text.startswith(first) and parts[0][len(first) :].strip() not in sentence.text
+    assert sentence.final["choices"][0]["finish_reason"] == "content_filter"
+    [(_, _, exposed, _)] = sentence.records
+    assert exposed == 0
+
+
+@pytest.mark.parametrize("parts", [["One. Two", " three.", " Four"], ["一。二", "三。", "四"]])
+async def test_sentence_release_passes_benign_text_whole_sentences_at_a_time(parts: list[str]) -> None:
+    result = await run(policy(Model(), "hold", release="sentence"), pieces(parts))
+    assert result.text == "".join(parts) and result.records == []
+    texts = [c["choices"][0]["delta"].get("content") for c in result.chunks if c["choices"]]
+    # Each release ends at a sentence end, but the last (the end of the stream releases the rest).
+    released = [t for t in texts if t]
+    assert all(t[-1] in ".。" for t in released[:-1]) and released[-1].endswith(parts[-1])
