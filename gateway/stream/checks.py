@@ -116,14 +116,19 @@ async def check_models(
     sentence_ends = [
         s.last_sentence_end() if passage else 0 for s, passage in zip(states, passages, strict=True)
     ]
-    #: (channel index, text, absolute start, whole sentences) per text the models see.
+    #: (channel index, text, absolute start, judged at the rules' thresholds) per text the
+    #: models see: a passage is; a window that ends mid-sentence, or the last sentence alone,
+    #: stops a stream only at ``window_min_score``. Out of context a short sentence misleads a
+    #: model as a partial one does (benign answers were cut on "Wake up as the call to prayer
+    #: echoes across the city."); a harmful one that its passage dilutes still stops when
+    #: the verdict is strong.
     seen: list[tuple[int, str, int, bool]] = []
     for i, (state, passage) in enumerate(zip(states, passages, strict=True)):
         text, start = state.model_window(settings.model_context_chars, passage=passage)
         seen.append((i, text, start, passage))
         sentence, at = state.last_sentence() if passage else ("", 0)
         if sentence and sentence != text.strip():
-            seen.append((i, sentence, at, True))
+            seen.append((i, sentence, at, False))
     segments = [Segment(text, ck.channel_name(states[i].key), states[i].key) for i, text, _, _ in seen]
     decision = await screen(policy, segments, "output", metrics, cache=False, kinds="awaited", route=route)
     for state, end, passage, sentence_end in zip(states, ends, passages, sentence_ends, strict=True):
@@ -136,7 +141,7 @@ async def check_models(
         i, text, start, whole = seen[hit.segment]
         if not whole and hit.score < settings.window_min_score:
             # A window that ends mid-sentence (even mid-word) misleads a model far more often
-            # than a whole sentence: benign answers streamed in 4-character deltas were cut
+            # than a whole passage: benign answers streamed in 4-character deltas were cut
             # several times as often as the same answers whole (benchmarks/answers.py).
             continue
         end = start + len(text)

@@ -349,3 +349,32 @@ async def test_sentence_release_passes_benign_text_whole_sentences_at_a_time(par
     # Each release ends at a sentence end, but the last (the end of the stream releases the rest).
     released = [t for t in texts if t]
     assert all(t[-1] in ".。" for t in released[:-1]) and released[-1].endswith(parts[-1])
+
+
+@dataclass
+class LoneSentence(Model):
+    """Scores only the sentence ``needle`` seen alone (its passage reads as benign)."""
+
+    async def classify(self, texts: Sequence[str]) -> list[Scores]:
+        self.seen.extend(texts)
+        return [
+            Scores(self.name, {"X.block": self.score if t.strip() == self.needle else 0.0}) for t in texts
+        ]
+
+
+@pytest.mark.parametrize(
+    ("parts", "needle"),
+    [(["All fine. Zap", " it now."], "Zap it now."), (["都好。现在", "zap它。"], "现在zap它。")],
+)
+async def test_the_last_sentence_alone_stops_a_stream_only_on_a_strong_verdict(
+    parts: list[str], needle: str
+) -> None:
+    weak = await run(
+        policy(LoneSentence(needle=needle, score=0.6), "hold", window_min_score=0.8), pieces(parts)
+    )
+    assert needle in weak.text and weak.records == []  # a short sentence alone misleads a model
+    strong = await run(
+        policy(LoneSentence(needle=needle, score=0.9), "hold", window_min_score=0.8), pieces(parts)
+    )
+    assert needle not in strong.text
+    assert strong.final["choices"][0]["finish_reason"] == "content_filter"
