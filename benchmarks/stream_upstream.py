@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import signal
 import time
 from collections import deque
@@ -51,7 +52,7 @@ _EN_TEXT = (
     "evening, a slow boat across the lake shows the pagoda lit against the hills, and the night "
     "market sells sweet rice cakes, roasted chestnuts and lanterns that children love."
 )
-_EN = _EN_TEXT.split(" ")
+_EN_SENTENCES = [t + "." for t in _EN_TEXT.rstrip(".").split(". ")]
 _ZH_TEXT = (
     "杭州的春天气候温和，经常下小雨，所以请带一件薄外套和一双舒服的鞋。西湖边的小路平坦，"
     "柳树成荫，老人和孩子都可以慢慢散步。早上，西边山里的茶村很安静，可以看茶农手工炒茶，"
@@ -59,7 +60,7 @@ _ZH_TEXT = (
     "和茶叶博物馆都免费开放，离得也近，馆里有可以避雨休息的庭院。傍晚坐船游湖，能看到山前"
     "亮起灯的宝塔，夜市里还有甜年糕、糖炒栗子和孩子们喜欢的灯笼。"
 )
-_ZH = [_ZH_TEXT[i : i + 2] for i in range(0, len(_ZH_TEXT), 2)]
+_ZH_SENTENCES = [t + "。" for t in _ZH_TEXT.rstrip("。").split("。")]
 #: (first part, rest) of a term the bundled default policy blocks on output (A.1.d), per
 #: language; the rest ends with a boundary character, so that the delta carrying it completes
 #: the term (a term at the very end of the text may still grow into a longer word, and a
@@ -74,14 +75,33 @@ MAX_DELTAS = 100_000
 def script(stream_id: int, deltas: int, stop_at: int = -1) -> list[str]:
     """The content deltas of stream ``stream_id``; with ``stop_at >= 1``, deltas ``stop_at - 1``
     and ``stop_at`` carry the two parts of :data:`TERMS` in the stream's language."""
-    words, lang = (_EN, "en") if stream_id % 2 == 0 else (_ZH, "zh")
-    start = (stream_id * 7) % len(words)
-    out = [words[(start + i) % len(words)] for i in range(deltas)]
+    lang = "en" if stream_id % 2 == 0 else "zh"
+    pieces = _pieces(stream_id, lang, deltas + (stream_id * 7) % 64)
+    out = pieces[(stream_id * 7) % 64 :][:deltas]
     if lang == "en":
         out = [w if i == 0 else " " + w for i, w in enumerate(out)]
     if 1 <= stop_at < deltas:
         out[stop_at - 1], out[stop_at] = TERMS[lang]
     return out
+
+
+def _pieces(stream_id: int, lang: str, count: int) -> list[str]:
+    """English words or two-character Chinese pieces of the paragraph, its sentences in a new
+    order on each pass (seeded by stream and pass): a text that repeated would let a model's
+    cache answer for its windows, which real answers do not."""
+    sentences = _EN_SENTENCES if lang == "en" else _ZH_SENTENCES
+    out: list[str] = []
+    cycle = 0
+    while len(out) < count:
+        order = list(sentences)
+        random.Random(f"{stream_id}:{cycle}").shuffle(order)
+        if lang == "en":
+            out += " ".join(order).split(" ")
+        else:
+            text = "".join(order)
+            out += [text[i : i + 2] for i in range(0, len(text), 2)]
+        cycle += 1
+    return out[:count]
 
 
 def term_span(stream_id: int, deltas: int, stop_at: int) -> tuple[int, int]:
