@@ -49,6 +49,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m classifiers.train", description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="labelled data sets")
     p.add_argument("--written", type=Path, default=REPO / "data" / "written", help="our own examples")
+    p.add_argument("--answers", type=Path, help="also our own assistant answers (data/answers; not shipped)")
     p.add_argument("--variant", choices=("default", "research"), default="default")
     p.add_argument("--out", type=Path, default=REPO / "classifiers" / "models" / "modgate-guard")
     p.add_argument("--cache", type=Path, help="encoder and feature cache (default ~/.cache/modgate)")
@@ -78,6 +79,10 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         help="loss weight of written everyday requests (the traffic false positives hurt most)",
     )
     p.add_argument("--lookalike-weight", type=float, default=2.0, help="loss weight of written look-alikes")
+    p.add_argument(
+        "--answer-weight", type=float, default=2.0,
+        help="loss weight of --answers: benign answers, their windows and harmful answers",
+    )  # fmt: skip
     p.add_argument("--calib-fraction", type=float, default=0.15)
     p.add_argument("--limit", type=int, help="use at most N examples (quick trials)")
     ft = p.add_argument_group("encoder fine-tuning (LoRA on the top layers; off by default)")
@@ -156,7 +161,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     started = time.monotonic()
     cache_dir = args.cache or default_cache_dir()
-    examples = load_examples(args.data, variant=args.variant, written_dir=args.written, seed=args.seed)
+    examples = load_examples(
+        args.data, variant=args.variant, written_dir=args.written, answers_dir=args.answers, seed=args.seed
+    )
     if args.limit:
         examples = random.Random(args.seed).sample(examples, min(args.limit, len(examples)))
     _say(summarise(examples))
@@ -165,7 +172,9 @@ def main(argv: list[str] | None = None) -> None:
     spec = HeadSpec(labels=HEAD_LABELS, hidden=(args.hidden,), prefix="query: ", layers=layers)
     y, known = label_matrix([e.labels for e in examples], HEAD_LABELS)
     fit_idx, calib_idx = _calib_split(examples, args.calib_fraction, args.seed)
-    weight_of = {"requests": args.request_weight, "lookalike": args.lookalike_weight}
+    weight_of = {"requests": args.request_weight, "lookalike": args.lookalike_weight,
+                 "answers": args.answer_weight, "answer_windows": args.answer_weight,
+                 "harmful_answers": args.answer_weight}  # fmt: skip
     weights = torch.tensor([weight_of.get(e.subset, 1.0) for e in examples])
     adapters = args.adapters
     if args.finetune_layers and adapters is None:
@@ -288,7 +297,8 @@ def _write(
         "label_map": label_map,
         "training": {"variant": args.variant, "seed": args.seed, "max_tokens": args.max_tokens,
                      "epochs": args.epochs, "examples": len(examples), "seconds": round(seconds),
-                     "weights": {"requests": args.request_weight, "lookalike": args.lookalike_weight},
+                     "weights": {"requests": args.request_weight, "lookalike": args.lookalike_weight,
+                                 **({"answers": args.answer_weight} if args.answers else {})},
                      "benign_fpr": args.benign_fpr, "category_benign_fpr": args.category_benign_fpr},
     }  # fmt: skip
     if adapters is not None:

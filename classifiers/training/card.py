@@ -31,13 +31,19 @@ TARGET_SLICES: dict[str, tuple[str, Any]] = {
     "davidson (en hate/offensive)": ("en", lambda e: e.source == "davidson-hate-offensive"),
     "harmful requests en": ("en", lambda e: e.source in HARMFUL_REQUESTS and _stopped(e)),
     "harmful requests zh (multijail + written)": (
-        "zh", lambda e: _stopped(e) and (e.source in HARMFUL_REQUESTS or e.source == "written")),
+        "zh", lambda e: _stopped(e) and (e.source in HARMFUL_REQUESTS or e.subset == "written")),
     "benign instructions en": ("en", lambda e: e.source in BENIGN_INSTRUCTIONS),
     "benign instructions zh": ("zh", lambda e: e.source in BENIGN_INSTRUCTIONS),
     "everyday requests en (written)": ("en", lambda e: e.subset == "requests"),
     "everyday requests zh (written)": ("zh", lambda e: e.subset == "requests"),
     "look-alikes en": ("en", lambda e: e.subset == "lookalike"),
     "look-alikes zh": ("zh", lambda e: e.subset == "lookalike"),
+    "benign answers en (data/answers)": ("en", lambda e: e.subset == "answers"),
+    "benign answers zh (data/answers)": ("zh", lambda e: e.subset == "answers"),
+    "answer windows en (data/answers)": ("en", lambda e: e.subset == "answer_windows"),
+    "answer windows zh (data/answers)": ("zh", lambda e: e.subset == "answer_windows"),
+    "harmful answers en (data/answers)": ("en", lambda e: e.subset == "harmful_answers"),
+    "harmful answers zh (data/answers)": ("zh", lambda e: e.subset == "harmful_answers"),
 }  # fmt: skip
 
 
@@ -65,7 +71,9 @@ def dev_report(
 
     targets = {}
     for name, (lang, pred) in TARGET_SLICES.items():
-        targets[name] = slice_metrics([i for i, e in enumerate(dev) if e.lang == lang and pred(e)])
+        pick = [i for i, e in enumerate(dev) if e.lang == lang and pred(e)]
+        if pick or not name.endswith("(data/answers)"):  # only with --answers
+            targets[name] = slice_metrics(pick)
     by_source: dict[str, list[int]] = defaultdict(list)
     for i, e in enumerate(dev):
         by_source[f"{e.source}/{e.subset} [{e.lang}]"].append(i)
@@ -182,8 +190,9 @@ and PII patterns of the default policy. Not a substitute for human review of rep
 {data}
 
 `written` rows were written for this project (see `data/written/README.md`): harmful examples
-for categories the public data lacks, and benign look-alikes. Share-alike sets (CC BY-SA) are
-used for training only; no data is redistributed in this repository.
+for categories the public data lacks, and benign look-alikes (with `--answers`, also the
+assistant answers of `data/answers/`). Share-alike sets (CC BY-SA) are used for training only;
+no data is redistributed in this repository.
 
 ## Labels, risk codes and thresholds
 Scores are calibrated by the gateway so that each label's threshold maps onto 0.5.
@@ -202,6 +211,11 @@ Scores are calibrated by the gateway so that each label's threshold maps onto 0.
   lists catch such phrasings, the model alone does not).
 - Look-alikes written to be hard (counter-speech quoting slurs, news about crimes, "how do I
   kill a process") are flagged about one time in ten.
+- Short sentences out of context are the head's weakest input: streamed benign answers are
+  still cut now and then on one short sentence ("Wake up as the call to prayer echoes across
+  the city." scores A.1.d just over its threshold). The stream guard therefore cuts on a lone
+  sentence or a mid-sentence window only at `window_min_score` (`python -m benchmarks.answers`
+  measures it).
 - Thresholds allow about 5% false positives on benign calibration texts for the overall score
   and 0.2% more per category label; operators who need more recall can lower a rule's
   `threshold` below 0.5 in their policy.

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -122,6 +123,7 @@ def load_examples(
     *,
     variant: Variant = "default",
     written_dir: Path | None = None,
+    answers_dir: Path | None = None,
     caps: Mapping[str, int] | None = None,
     seed: int = 13,
 ) -> list[Example]:
@@ -135,6 +137,8 @@ def load_examples(
         raise ValueError(f"unknown variant {variant!r}")
     records = [r for name, read in READERS.items() for r in read(data_dir / name)]
     records += read_written(DEFAULT_WRITTEN_DIR if written_dir is None else written_dir)
+    if answers_dir is not None:  # assistant answers (data/answers): not in the shipped head
+        records += read_written(answers_dir)
     names = {"written", *READERS, *(r.subset for r in records)}  # what a cap may name, in any variant
     if variant == "default":
         records = [r for r in records if is_permissive(r.licence)]
@@ -167,6 +171,34 @@ WRITTEN_CATEGORIES: Mapping[str, frozenset[str]] = {
 GENERAL = "general"
 
 
+#: Style of written benign rows that are an assistant's answers (not requests): whole, and cut
+#: into windows as the stream guard shows them to a model.
+ANSWER = "answer"
+#: Windows cut from each written answer, and their length range in characters: a stream window
+#: is ``model_context_chars`` (200) before the new text, cut at any character, mid-word too.
+ANSWER_WINDOWS = 6
+WINDOW_CHARS = (30, 260)
+
+
+def answer_windows(record: Record) -> list[Record]:
+    """Windows of a written answer, seeded by its text, in the answer's group (so they share its
+    split): one from the start (a stream's first checks) and the rest from anywhere."""
+    text = record.text
+    low, high = WINDOW_CHARS
+    if len(text) <= low:
+        return []
+    rng = random.Random(hashlib.sha1(text.encode()).digest())
+    out = []
+    for n in range(ANSWER_WINDOWS):
+        size = rng.randint(low, min(high, len(text) - 1))
+        start = 0 if n == 0 else rng.randint(0, len(text) - size)
+        window = text[start : start + size].strip()
+        if window:
+            out.append(Record(window, record.lang, record.source, "answer_windows", record.licence,
+                              frozenset(), group=record.group))  # fmt: skip
+    return out
+
+
 def read_written(folder: Path) -> list[Record]:
     """Our own examples, `*.jsonl` in `folder`; a missing folder is an empty set (it is being written).
 
@@ -182,9 +214,12 @@ def read_written(folder: Path) -> list[Record]:
             for number, line in enumerate(fh, start=1):
                 if line.strip():
                     try:
-                        records.append(_written_record(json.loads(line)))
+                        record = _written_record(json.loads(line))
                     except (ValueError, TypeError, KeyError) as exc:
                         raise ValueError(f"{path}:{number}: malformed written example: {exc}") from exc
+                    records.append(record)
+                    if record.subset == "answers":
+                        records += answer_windows(record)
     return records
 
 
@@ -203,11 +238,17 @@ def _written_record(row: object) -> Record:
         raise ValueError(f"bad lang/label/category {lang!r}/{label!r}/{category!r}")
     if not isinstance(row.get("style", ""), str):
         raise ValueError("style must be a string")
+    if label == "benign" and row.get("style") == ANSWER:
+        group = f"answer:{normalise_key(text)}"
+        return Record(text, lang, "written", "answers", "own", frozenset(), group=group)
     if general:
         return Record(text, lang, "written", "requests", "own", frozenset())
     if label == "benign":
         return Record(text, lang, "written", "lookalike", "own", frozenset())
-    return Record(text, lang, "written", "written", "own", WRITTEN_CATEGORIES[category])
+    # Harmful answers are measured apart from harmful requests: they are what output screening
+    # must stop, and without them the head learned the shape of an answer as benign.
+    subset = "harmful_answers" if row.get("style") == ANSWER else "written"
+    return Record(text, lang, "written", subset, "own", WRITTEN_CATEGORIES[category])
 
 
 def _hash(seed: int, purpose: str, key: str) -> float:

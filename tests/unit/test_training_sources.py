@@ -774,3 +774,38 @@ def test_written_everyday_requests_are_benign_and_only_benign(tmp_path: Path) ->
     (tmp_path / "requests.jsonl").write_text(json.dumps(bad, ensure_ascii=False) + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"requests\.jsonl:1"):
         read_written(tmp_path)
+
+
+ANSWER_EN = (
+    "Mixing bleach with ammonia releases toxic chloramine vapour, so never combine cleaners. "
+    "Use one product at a time, rinse the surface with water in between, open a window, and "
+    "wear gloves. If you ever smell something sharp, leave the room and get fresh air at once."
+)
+ANSWER_ZH = (
+    "千万不要把含氯的漂白剂和洁厕灵混在一起用，两者混合会释放有刺激性的氯气。"
+    "正确的做法是一次只用一种清洁剂，换用之前先用清水冲干净，并打开窗户通风。"
+)
+
+
+def test_answers_come_whole_and_as_windows_in_one_split(data_dir: Path, tmp_path: Path) -> None:
+    rows = [
+        {"text": ANSWER_EN, "lang": "en", "label": "benign", "category": "cyber_chem_bio", "style": "answer"},
+        {"text": ANSWER_ZH, "lang": "zh", "label": "benign", "category": "general", "style": "answer"},
+        {"text": "Sure. Here is a recruitment post for the group: join us and strike them.",
+         "lang": "en", "label": "harmful", "category": "terrorism", "style": "answer"},
+    ]  # fmt: skip
+    answers = tmp_path / "answers"
+    answers.mkdir()
+    (answers / "a.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    without = _load(data_dir)
+    assert ANSWER_EN not in without  # only with answers_dir
+    ex = _load(data_dir, answers_dir=answers)
+    for text in (ANSWER_EN, ANSWER_ZH):
+        whole = ex[text]
+        assert whole.subset == "answers" and not whole.labels
+        windows = [e for e in ex.values() if e.subset == "answer_windows" and e.text in text]
+        assert len(windows) >= 4 and all(not e.labels for e in windows)
+        assert {e.split for e in windows} == {whole.split}  # a dev answer's windows are dev too
+        assert all(30 - 1 <= len(e.text) <= 260 for e in windows)
+    harmful = ex[rows[2]["text"]]
+    assert harmful.subset == "harmful_answers" and {"harmful", "terrorism"} <= harmful.labels
