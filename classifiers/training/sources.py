@@ -20,9 +20,7 @@ drops what the variant's licence policy excludes, and assigns strict train/dev s
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import random
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -31,7 +29,8 @@ from pathlib import Path
 
 from . import sources_en as en
 from . import sources_zh as zh
-from .records import HEAD_LABELS, LICENCES, Record, Variant, harmful, is_permissive, normalise_key
+from .records import HEAD_LABELS, LICENCES, Record, Variant, is_permissive, normalise_key
+from .written import read_written
 
 __all__ = [
     "DEFAULT_CAPS",
@@ -42,6 +41,7 @@ __all__ = [
     "Example",
     "Variant",
     "load_examples",
+    "read_written",
     "summarise",
 ]
 
@@ -150,105 +150,6 @@ def load_examples(
     kept = _apply_caps(train, DEFAULT_CAPS[variant] if caps is None else caps, names, seed) + dev
     logger.info("training examples loaded", extra={"variant": variant, "count": len(kept)})
     return [example for example, _ in kept]
-
-
-# Written-example category -> head labels of a harmful row. Benign rows (look-alikes) name the
-# category they imitate and carry no labels.
-WRITTEN_CATEGORIES: Mapping[str, frozenset[str]] = {
-    **dict.fromkeys(("cyber_chem_bio", "gambling", "fraud", "drugs", "weapons"), harmful("illegal")),
-    "sexual": harmful("sexual"),
-    "terrorism": harmful("terrorism", "violence"),
-    "self_harm": harmful("self_harm"),
-    "threat": harmful("violence"),
-    "insult": harmful("insult"),
-    **{c: harmful("discrimination", c) for c in HEAD_LABELS if c.startswith("disc_")},
-}
-
-
-#: Category of written benign rows that imitate no harmful category: everyday requests to an
-#: assistant ("请帮我写一封请假邮件"), phrased like the harmful requests so the head does not learn
-#: "a request" as the signal.
-GENERAL = "general"
-
-
-#: Style of written benign rows that are an assistant's answers (not requests): whole, and cut
-#: into windows as the stream guard shows them to a model.
-ANSWER = "answer"
-#: Windows cut from each written answer, and their length range in characters: a stream window
-#: is ``model_context_chars`` (200) before the new text, cut at any character, mid-word too.
-ANSWER_WINDOWS = 6
-WINDOW_CHARS = (30, 260)
-
-
-def answer_windows(record: Record) -> list[Record]:
-    """Windows of a written answer, seeded by its text, in the answer's group (so they share its
-    split): one from the start (a stream's first checks) and the rest from anywhere."""
-    text = record.text
-    low, high = WINDOW_CHARS
-    if len(text) <= low:
-        return []
-    rng = random.Random(hashlib.sha1(text.encode()).digest())
-    out = []
-    for n in range(ANSWER_WINDOWS):
-        size = rng.randint(low, min(high, len(text) - 1))
-        start = 0 if n == 0 else rng.randint(0, len(text) - size)
-        window = text[start : start + size].strip()
-        if window:
-            out.append(Record(window, record.lang, record.source, "answer_windows", record.licence,
-                              frozenset(), group=record.group))  # fmt: skip
-    return out
-
-
-def read_written(folder: Path) -> list[Record]:
-    """Our own examples, `*.jsonl` in `folder`; a missing folder is an empty set (it is being written).
-
-    A malformed line raises ValueError naming the file and line: a silently skipped line would be a
-    silently missing category.
-    """
-    if not folder.is_dir():
-        logger.warning("no written examples folder", extra={"path": str(folder)})
-        return []
-    records = []
-    for path in sorted(folder.glob("*.jsonl")):
-        with path.open(encoding="utf-8") as fh:
-            for number, line in enumerate(fh, start=1):
-                if line.strip():
-                    try:
-                        record = _written_record(json.loads(line))
-                    except (ValueError, TypeError, KeyError) as exc:
-                        raise ValueError(f"{path}:{number}: malformed written example: {exc}") from exc
-                    records.append(record)
-                    if record.subset == "answers":
-                        records += answer_windows(record)
-    return records
-
-
-def _written_record(row: object) -> Record:
-    if not isinstance(row, dict):
-        raise TypeError("not a JSON object")
-    text, lang, label, category = row["text"], row["lang"], row["label"], row["category"]
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError("text must be a non-empty string")
-    general = label == "benign" and category == GENERAL  # ordinary requests, not look-alikes
-    if (
-        lang not in ("zh", "en")
-        or label not in ("harmful", "benign")
-        or (category not in WRITTEN_CATEGORIES and not general)
-    ):
-        raise ValueError(f"bad lang/label/category {lang!r}/{label!r}/{category!r}")
-    if not isinstance(row.get("style", ""), str):
-        raise ValueError("style must be a string")
-    if label == "benign" and row.get("style") == ANSWER:
-        group = f"answer:{normalise_key(text)}"
-        return Record(text, lang, "written", "answers", "own", frozenset(), group=group)
-    if general:
-        return Record(text, lang, "written", "requests", "own", frozenset())
-    if label == "benign":
-        return Record(text, lang, "written", "lookalike", "own", frozenset())
-    # Harmful answers are measured apart from harmful requests: they are what output screening
-    # must stop, and without them the head learned the shape of an answer as benign.
-    subset = "harmful_answers" if row.get("style") == ANSWER else "written"
-    return Record(text, lang, "written", subset, "own", WRITTEN_CATEGORIES[category])
 
 
 def _hash(seed: int, purpose: str, key: str) -> float:
