@@ -5,12 +5,13 @@ Stages: ``upstream bytes → SSE batches (sse.py) → chunks → text per channe
 → one check per batch → rewritten chunks → explicit label (labeling.py), when the policy
 asks for one → SSE bytes``.
 
-A check runs as often as the classifiers keep up: while one runs, new events wait in the
-upstream connection, and the next check covers everything that arrived (the upstream reads of
-``sse_batches``). ``hold`` mode releases a channel's text only after every classifier covered
-it and holds back the tail that could still complete a term or pattern. ``async`` mode checks
-keyword lists and patterns inline and releases at once; models check right behind the release
-(one check in flight per stream), and a cut names the delivered span to retract. On a stopping
+Keyword lists and patterns check every batch as it is read. Models check as often as they
+keep up, one check in flight per stream: while one runs the guard reads on, and the next check
+covers everything that arrived. ``hold`` mode releases a channel's text only after every
+classifier covered it (a finished model check releases what it cleared) and holds back the
+tail that could still complete a term or pattern. ``async`` mode releases what the lists
+cleared at once; models check right behind the release, and a cut names the delivered span to
+retract. On a stopping
 decision the guard closes the upstream response first (generation stops), records the
 incident, then sends the events that end the answer (OpenAI: a ``content_filter`` chunk and
 ``[DONE]``; Anthropic: ``stop_reason: "refusal"`` and ``message_stop``).
@@ -66,7 +67,8 @@ class StreamGuard:
     template: dict[str, Any] = field(default_factory=dict)
     #: The explicit label stage; None when the policy asks for none or the answer must be JSON.
     label: StreamLabel | None = None
-    #: The model check running behind the release (async mode), and when its newest text came.
+    #: The model check running behind the lists (hold mode) or the release (async mode), and
+    #: when its newest text came.
     behind: asyncio.Task[Verdict] | None = None
     behind_arrived: float = 0.0
     #: Choices the client asked for (``n``); a cut ends the stream when it ends all that go on.
