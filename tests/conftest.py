@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from gateway.app import AppState, create_app
 from gateway.settings import Settings
 from tests.support.anthropic_upstream import AnthropicUpstream
+from tests.support.classifier_servers import ClassifierServer
 from tests.support.servers import serve_in_thread
 from tests.support.upstream import ScriptedUpstream
 
@@ -67,6 +68,14 @@ def anthropic_upstream() -> Iterator[AnthropicServer]:
     app = AnthropicUpstream()
     with serve_in_thread(app) as base:
         yield AnthropicServer(app, f"{base}/v1")
+
+
+@pytest.fixture(scope="module")
+def classifier_services() -> Iterator[tuple[ClassifierServer, str]]:
+    """The scripted remote classification services (``type: remote``) and their base URL."""
+    server = ClassifierServer()
+    with serve_in_thread(server.app()) as base:
+        yield server, base
 
 
 @dataclass

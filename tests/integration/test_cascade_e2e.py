@@ -5,24 +5,14 @@ its circuit breaker, and the metrics."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import openai
 import pytest
 
 from tests.conftest import Gateway, GatewayFactory, mock
 from tests.support.classifier_servers import ClassifierServer
-from tests.support.servers import serve_in_thread
 
 MSG = [{"role": "user", "content": "Tell me something."}]
-
-
-@pytest.fixture(scope="module")
-def services() -> Iterator[tuple[ClassifierServer, str]]:
-    server = ClassifierServer()
-    with serve_in_thread(server.app()) as base:
-        yield server, base
 
 
 def policy(
@@ -85,9 +75,13 @@ def stream(gateway: Gateway, test_id: str, deltas: list[str]) -> tuple[str, list
     ids=["en", "zh"],
 )
 def test_stream_cut_by_the_expensive_tier_where_the_fast_one_was_unsure(
-    make_gateway: GatewayFactory, services: tuple[ClassifierServer, str], mode: str, deltas: list, insult: str
+    make_gateway: GatewayFactory,
+    classifier_services: tuple[ClassifierServer, str],
+    mode: str,
+    deltas: list,
+    insult: str,
 ) -> None:
-    server, base = services
+    server, base = classifier_services
     server.clear()
     gateway = make_gateway(policy=policy(base, mode))
     text, chunks = stream(gateway, f"cascade-{mode}-{insult.encode().hex()}", deltas)
@@ -107,9 +101,9 @@ def test_stream_cut_by_the_expensive_tier_where_the_fast_one_was_unsure(
     "deltas", [["The weather ", "is fine ", "today."], ["今天", "天气", "很好。"]], ids=["en", "zh"]
 )
 def test_confident_benign_stream_never_reaches_the_expensive_tier(
-    make_gateway: GatewayFactory, services: tuple[ClassifierServer, str], deltas: list
+    make_gateway: GatewayFactory, classifier_services: tuple[ClassifierServer, str], deltas: list
 ) -> None:
-    server, base = services
+    server, base = classifier_services
     server.clear()
     gateway = make_gateway(policy=policy(base))
     text, chunks = stream(gateway, "cascade-benign", deltas)
@@ -132,12 +126,12 @@ def test_confident_benign_stream_never_reaches_the_expensive_tier(
 )
 def test_plain_requests_and_metrics(
     make_gateway: GatewayFactory,
-    services: tuple[ClassifierServer, str],
+    classifier_services: tuple[ClassifierServer, str],
     prompt: str,
     blocked: bool,
     guarded: bool,
 ) -> None:
-    server, base = services
+    server, base = classifier_services
     server.clear()
     gateway = make_gateway(policy=policy(base))
     client = gateway.openai()
@@ -157,9 +151,9 @@ def test_plain_requests_and_metrics(
 
 
 def test_failing_expensive_tier_follows_on_error_then_its_breaker_opens(
-    make_gateway: GatewayFactory, services: tuple[ClassifierServer, str]
+    make_gateway: GatewayFactory, classifier_services: tuple[ClassifierServer, str]
 ) -> None:
-    server, base = services
+    server, base = classifier_services
     server.clear()
     gateway = make_gateway(policy=policy(base, guard_path="/status/503", on_error="flag"))
     client = gateway.openai()
@@ -184,9 +178,9 @@ def test_failing_expensive_tier_follows_on_error_then_its_breaker_opens(
 
 @pytest.mark.parametrize("mode", ["hold", "async"])
 def test_failing_expensive_tier_blocks_a_stream_when_on_error_is_block(
-    make_gateway: GatewayFactory, services: tuple[ClassifierServer, str], mode: str
+    make_gateway: GatewayFactory, classifier_services: tuple[ClassifierServer, str], mode: str
 ) -> None:
-    server, base = services
+    server, base = classifier_services
     server.clear()
     gateway = make_gateway(policy=policy(base, mode, guard_path="/status/500"))
     text, chunks = stream(gateway, f"cascade-fail-{mode}", ["Fine so far. ", "You are an ", "idiot."])
@@ -198,9 +192,9 @@ def test_failing_expensive_tier_blocks_a_stream_when_on_error_is_block(
 
 
 def test_breaker_opens_across_streams_and_they_fail_fast(
-    make_gateway: GatewayFactory, services: tuple[ClassifierServer, str]
+    make_gateway: GatewayFactory, classifier_services: tuple[ClassifierServer, str]
 ) -> None:
-    server, base = services
+    server, base = classifier_services
     server.clear()
     gateway = make_gateway(policy=policy(base, guard_path="/status/503", on_error="flag"))
     for i in range(4):

@@ -5,7 +5,6 @@ the scripted upstream on loopback."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import httpx
@@ -236,9 +235,7 @@ def test_cut_closes_the_upstream(streaming: Gateway, upstream: Upstream) -> None
     chunks = _stream(streaming, "cut-close", deltas=["Fine. ", "zorblax", *[" more"] * 200], delay_ms=10)
     assert "zorblax" not in _text(chunks)
     seen = upstream.app.by_test_id("cut-close")[0]
-    deadline = time.monotonic() + 5
-    while seen.stream_state != "disconnected" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    seen.wait_for("disconnected")
     assert seen.stream_state == "disconnected" and seen.sent_deltas < 20
 
 
@@ -313,8 +310,6 @@ def test_client_disconnect_cancels_the_upstream_stream(streaming: Gateway, upstr
         for line in resp.iter_lines():
             if line.startswith("data:") and '"a "' in line:
                 break
-    deadline = time.monotonic() + 5
     seen = upstream.app.by_test_id("completions-disconnect")[0]
-    while seen.stream_state != "disconnected" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    seen.wait_for("disconnected")
     assert seen.stream_state == "disconnected"

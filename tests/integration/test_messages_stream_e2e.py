@@ -4,7 +4,6 @@ shown in hold mode, the upstream closed at once, refusals as streams, errors mid
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import anthropic
@@ -100,9 +99,7 @@ def test_split_term_cuts_the_message(
     else:
         assert note["retract"]["block"] == 1
     seen = anthropic_upstream.app.by_test_id(test_id)[0]
-    deadline = time.monotonic() + 5
-    while seen.stream_state != "disconnected" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    seen.wait_for("disconnected")
     assert seen.stream_state == "disconnected"  # generation stopped: the upstream was closed
 
 
@@ -149,10 +146,8 @@ def test_client_disconnect_cancels_the_upstream(claude: Gateway, anthropic_upstr
         for event in stream:
             if event.type == "content_block_delta":
                 break
-    deadline = time.monotonic() + 5
     seen = anthropic_upstream.app.by_test_id("anthropic-disconnect")[0]
-    while seen.stream_state != "disconnected" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    seen.wait_for("disconnected")
     assert seen.stream_state == "disconnected"
 
 

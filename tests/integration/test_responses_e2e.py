@@ -8,7 +8,6 @@ events."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import httpx
@@ -228,9 +227,7 @@ def _deltas(events: list[Any], kind: str = "response.output_text.delta", output_
 
 def _wait_disconnected(upstream: Upstream, test_id: str) -> None:
     seen = upstream.app.by_test_id(test_id)[0]
-    deadline = time.monotonic() + 5
-    while seen.stream_state != "disconnected" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    seen.wait_for("disconnected")
     assert seen.stream_state == "disconnected"
 
 

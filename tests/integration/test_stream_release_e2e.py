@@ -5,22 +5,12 @@ sentence's start before the cut."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from tests.conftest import GatewayFactory, mock
 from tests.support.classifier_servers import ClassifierServer
-from tests.support.servers import serve_in_thread
 
 MSG = [{"role": "user", "content": "Tell me something."}]
-
-
-@pytest.fixture(scope="module")
-def services() -> Iterator[tuple[ClassifierServer, str]]:
-    server = ClassifierServer()
-    with serve_in_thread(server.app()) as base:
-        yield server, base
 
 
 def policy(base: str, release: str) -> str:
@@ -48,12 +38,12 @@ streaming: {{mode: hold, release: {release}}}
 )
 def test_sentence_release_shows_nothing_of_the_sentence_a_model_stops(
     make_gateway: GatewayFactory,
-    services: tuple[ClassifierServer, str],
+    classifier_services: tuple[ClassifierServer, str],
     deltas: list[str],
     first: str,
     start: str,
 ) -> None:
-    _, base = services
+    _, base = classifier_services
     shown = {}
     for release in ("window", "sentence"):
         gateway = make_gateway(policy=policy(base, release))

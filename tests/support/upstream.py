@@ -49,6 +49,13 @@ class Seen:
     ended_at: float | None = None
     sent_deltas: int = 0
 
+    def wait_for(self, state: str, timeout: float = 5.0) -> None:
+        """Until the server thread sets ``stream_state`` to ``state`` or ``timeout`` passes (the
+        caller asserts which)."""
+        deadline = time.monotonic() + timeout
+        while self.stream_state != state and time.monotonic() < deadline:
+            time.sleep(0.05)
+
 
 @dataclass
 class RequestLog:
