@@ -161,13 +161,17 @@ def apply_output(
 ) -> None:
     """Replace stopped choices with the canned reply and mask redacted spans, in place.
     ``replace`` puts the reply into a choice (a chat message by default; legacy completions
-    put it in ``text``)."""
+    put it in ``text``). A changed choice loses its ``logprobs``: they spell the tokens of the
+    text it no longer has, the stopped or masked text included."""
     stopped = {segments[h.segment].where[1] for h in decision.hits if h.action in ("refuse", "block")}
+    changed = stopped | {segments[h.segment].where[1] for h in decision.hits if h.action == "redact"}
     redact_payload(response, decision, segments, policy.spec.refusal.redaction)
     for c in sorted(stopped):
         choice = response["choices"][c]
         replace(choice, policy.spec.refusal.message)
         choice["finish_reason"] = "content_filter"
+    for c in changed:
+        response["choices"][c]["logprobs"] = None
     if decision.action != "allow":
         response["modgate"] = annotation
 

@@ -102,14 +102,8 @@ def apply_output(
     policy: Policy,
     annotation: dict[str, Any],
 ) -> None:
-    """Chat's rules (:func:`gateway.openai_chat.apply_output`) on ``choices[].text``, in place;
-    a changed choice loses its ``logprobs``: they spell the tokens of the text it no longer has."""
+    """Chat's rules (:func:`gateway.openai_chat.apply_output`) on ``choices[].text``, in place."""
     apply_chat_output(response, decision, segments, policy, annotation, replace=_replace_text)
-    changed = {
-        segments[h.segment].where[1] for h in decision.hits if h.action in ("redact", "refuse", "block")
-    }
-    for c in changed:
-        response["choices"][c]["logprobs"] = None
 
 
 def label_texts(response: dict[str, Any], label: ExplicitLabel) -> bool:

@@ -145,11 +145,12 @@ def rewrite(
             new_choices.append(choice)
             continue
         delta = dict(choice["delta"])
+        altered = False
         for key, end in ends.items():
             if key[0] == idx:
                 text = channels[key].emit_until(end, redaction)
                 if text != _original(choice["delta"], key):
-                    changed = True
+                    altered = True
                 _set_text(delta, key, text)
         if idx in finishing:  # held text of this choice must precede its finish_reason
             for key, state in channels.items():
@@ -157,9 +158,15 @@ def rewrite(
                     _set_text(
                         delta, key, _original(delta, key) + state.emit_until(state.release_end, redaction)
                     )
-                    changed = True
+                    altered = True
+        changed = changed or altered
         if any(v not in (None, "", [], {}) for v in delta.values()) or choice.get("finish_reason"):
-            new_choices.append({**choice, "delta": delta})
+            # The upstream's logprobs spell the tokens this chunk came with: held text would
+            # reach the client through them before a check cleared it, masked text at all.
+            out = {**choice, "delta": delta}
+            if altered and out.get("logprobs") is not None:
+                out["logprobs"] = None
+            new_choices.append(out)
         else:
             changed = True
     if not changed:

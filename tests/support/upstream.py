@@ -3,14 +3,16 @@
 Each request is scripted by its ``x-mock`` header (JSON, ASCII-escaped), which the gateway
 forwards like any other header:
 
-* ``{"type": "json", "content": "...", "reasoning": "...", "tool_args": "...", "n": 1}``
+* ``{"type": "json", "content": "...", "reasoning": "...", "tool_args": "...", "n": 1,
+  "logprobs": false}`` (``logprobs`` gives each choice the logprobs of its content, one token)
 * ``{"type": "completion", "content": "...", "texts": ["...", ...], "n": 1, "logprobs": false}``:
   a legacy ``text_completion`` (``texts`` gives each choice its own; ``logprobs`` adds some).
   ``json`` on ``/v1/completions`` answers the same way.
 * ``{"type": "sse", "deltas": ["a", "b"], "channel": "content"|"reasoning_content"|"tool",
   "delay_ms": 0, "no_done": false, "keepalive": false, "hang_after": null, "split_bytes": false,
-  "n": 1, "by_choice": null}`` (with ``n`` choices, each delta and the finish go out once per
-  choice, interleaved; ``by_choice`` gives each choice deltas of its own, ``[["a"], ["b"]]``).
+  "n": 1, "by_choice": null, "logprobs": false}`` (with ``n`` choices, each delta and the finish
+  go out once per choice, interleaved; ``by_choice`` gives each choice deltas of its own,
+  ``[["a"], ["b"]]``; ``logprobs`` gives each content chunk the logprobs of its text).
   A request with ``stream_options: {include_usage: true}`` gets the usage chunk at the end.
   On ``/v1/completions`` the chunks are legacy ``text_completion`` chunks (``choices[].text``).
 * ``{"type": "status", "status": 500, "body": {...} | "text", "headers": {...}}``
@@ -166,8 +168,9 @@ async def _completion(script: dict[str, Any], seen: Seen, body: Any, send: Send)
                 "function": {"name": "lookup", "arguments": script["tool_args"]},
             }
         ]
+    logprobs = chat_logprobs(message["content"]) if script.get("logprobs") else None
     choices = [
-        {"index": i, "message": message, "finish_reason": "stop", "logprobs": None}
+        {"index": i, "message": message, "finish_reason": "stop", "logprobs": logprobs}
         for i in range(script.get("n", 1))
     ]
     payload = {
@@ -257,15 +260,29 @@ async def _slow(script: dict[str, Any], seen: Seen, body: Any, receive: Receive,
     await _completion({"content": "finally"}, seen, body, send)
 
 
+def chat_logprobs(text: str) -> dict[str, Any]:
+    """Chat ``logprobs`` spelling ``text`` as one token."""
+    token = {"token": text, "logprob": -0.5, "bytes": list(text.encode()), "top_logprobs": []}
+    return {"content": [token], "refusal": None}
+
+
 def _chunk(
-    body: Any, delta: dict[str, Any], finish: str | None = None, index: int = 0, **extra: Any
+    body: Any,
+    delta: dict[str, Any],
+    finish: str | None = None,
+    index: int = 0,
+    logprobs: dict[str, Any] | None = None,
+    **extra: Any,
 ) -> bytes:
+    choice = {"index": index, "delta": delta, "finish_reason": finish}
+    if logprobs is not None:
+        choice["logprobs"] = logprobs
     payload = {
         "id": "chatcmpl-mock",
         "object": "chat.completion.chunk",
         "created": 1700000000,
         "model": _model(body),
-        "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
+        "choices": [choice],
     }
     return b"data: " + json.dumps({**payload, **extra}).encode() + b"\n\n"
 
@@ -352,7 +369,11 @@ async def _stream_body(
         if script.get("keepalive"):
             await emit(b": keep-alive\n\n")
         for c in choices:
-            await emit(chunk(body, _delta(channel, text[c] if rows else text), index=c))
+            piece = text[c] if rows else text
+            if script.get("logprobs") and not legacy and channel == "content":
+                await emit(_chunk(body, _delta(channel, piece), index=c, logprobs=chat_logprobs(piece)))
+            else:
+                await emit(chunk(body, _delta(channel, piece), index=c))
         seen.sent_deltas += 1
         if delay:
             await asyncio.sleep(delay)
