@@ -34,6 +34,9 @@ __all__ = ["SHARES", "FinetuneSettings", "finetune", "subsample"]
 
 Progress = Callable[[int], None]
 
+#: Batches per pool whose texts are sorted by length before batching (see ``_bucketed``).
+BUCKET_POOL = 50
+
 #: Share of the subsample per group (the first group that matches an example takes it); a
 #: group with fewer examples than its share gives the rest to no one.
 SHARES: tuple[tuple[str, float, Callable[[Example], bool]], ...] = (
@@ -102,11 +105,10 @@ def finetune(
     done, losses = 0, []
     deadline = started + settings.minutes * 60
     for _ in range(settings.epochs):
-        order = torch.randperm(len(ids), generator=generator).tolist()
-        for at in range(0, len(ids), settings.batch_size):
+        for batch in _bucketed(ids, settings.batch_size, generator):
             if time.monotonic() > deadline:
                 break
-            losses.append(loop.step(order[at : at + settings.batch_size], states, frozen))
+            losses.append(loop.step(batch, states, frozen))
             done += 1
             if advance:
                 advance(1)
@@ -119,6 +121,22 @@ def finetune(
         "tuned_layers": list(range(first, depth)),
     }  # fmt: skip
     return adapters, stats
+
+
+def _bucketed(ids: Sequence[Sequence[int]], size: int, generator: torch.Generator) -> list[list[int]]:
+    """One epoch's batches in a seeded random order, each of texts of about one length.
+
+    Most texts are far shorter than ``max_tokens``: a batch padded to its longest text costs
+    what all its texts would at that length. Shuffled texts are sorted by length within pools of
+    :data:`BUCKET_POOL` batches, cut into batches, and the batches shuffled again.
+    """
+    order = torch.randperm(len(ids), generator=generator).tolist()
+    batches = []
+    pool = size * BUCKET_POOL
+    for at in range(0, len(order), pool):
+        ranked = sorted(order[at : at + pool], key=lambda i: len(ids[i]))
+        batches += [ranked[k : k + size] for k in range(0, len(ranked), size)]
+    return [batches[k] for k in torch.randperm(len(batches), generator=generator).tolist()]
 
 
 def _tokenize(tokenizer: Any, prefix: str, texts: Sequence[str], max_tokens: int) -> list[list[int]]:
@@ -167,10 +185,16 @@ def _cache_states(
             for row, i in enumerate(chunk):
                 input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
                 mask[row, : len(ids[i])] = 1
-            out = model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
-            pooled[chunk] = torch.cat([pool(out.hidden_states[h], mask, spec.pooling) for h in frozen_at], -1)
+            if first == 0:  # every layer is tuned: the states entering them are the embeddings
+                hidden_states = (getattr(model, "embeddings")(input_ids=input_ids),)  # noqa: B009
+            else:
+                hidden_states = model(
+                    input_ids=input_ids, attention_mask=mask, output_hidden_states=True
+                ).hidden_states
+            if frozen_at:
+                pooled[chunk] = torch.cat([pool(hidden_states[h], mask, spec.pooling) for h in frozen_at], -1)
             for row, i in enumerate(chunk):
-                states[i] = out.hidden_states[first][row, : len(ids[i])].half().clone()
+                states[i] = hidden_states[first][row, : len(ids[i])].half().clone()
             if advance:
                 advance(len(chunk))
     finally:

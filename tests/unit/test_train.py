@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from classifiers import hf, train
+from classifiers.training.finetune import BUCKET_POOL, _bucketed
 from classifiers.training.fit import binary_metrics, choose_threshold, label_matrix
 from classifiers.transformer import LabelMap, TransformerClassifier
 from tests.support import tiny_models
@@ -134,3 +135,29 @@ def test_training_with_a_tuned_encoder_ships_adapters_that_load(
     train.main(args[:-8])
     assert not (out / "adapters.safetensors").exists()
     assert "adapters" not in json.loads((out / "head.json").read_text(encoding="utf-8"))
+
+
+def test_every_layer_tuned_starts_from_the_embeddings(
+    trained: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    _, encoder, root = trained
+    out = tmp_path / "all"
+    train.main(["--data", str(root / "data"), "--written", str(root / "written"), "--out", str(out),
+                "--encoder", str(encoder), "--cache", str(tmp_path / "cache"), "--epochs", "2",
+                "--hidden", "8", "--layers=-1,-2", "--finetune-layers", "2", "--lora-rank", "2",
+                "--finetune-examples", "100", "--finetune-max-tokens", "32"])  # fmt: skip
+    tuning = json.loads((out / "head.json").read_text(encoding="utf-8"))["finetune"]
+    assert tuning["tuned_layers"] == [0, 1] and tuning["steps"] > 0
+    assert hf.load_model(out, encoder=encoder).predict(["你好", "hello"])[0].keys()
+
+
+def test_fine_tuning_batches_hold_texts_of_about_one_length() -> None:
+    lengths = [(i * 37) % 90 + 1 for i in range(1000)]
+    ids = [[7] * n for n in lengths]
+    batches = _bucketed(ids, 8, torch.Generator().manual_seed(3))
+    assert sorted(i for b in batches for i in b) == list(range(1000))  # each text once per epoch
+    assert all(len(b) <= 8 for b in batches)
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
+    assert spread < 90 / BUCKET_POOL * 2  # random batches of 8 would spread about 70 tokens
+    assert batches == _bucketed(ids, 8, torch.Generator().manual_seed(3))
+    assert batches != _bucketed(ids, 8, torch.Generator().manual_seed(4))
