@@ -24,6 +24,7 @@ from gateway.openai_chat import error_event, validate_body
 from gateway.openai_completions import (
     CompletionRequest,
     apply_output,
+    check_token_ids,
     choice_count,
     input_segments,
     label_texts,
@@ -51,6 +52,7 @@ async def handle_completions(request: Request) -> Response:
 
 
 async def _screened(request: Request, call: _Call, payload: dict[str, Any], body: bytes) -> Response:
+    check_token_ids(call.request.prompt, "prompt", call.route.policy)
     body, refusal = await screen_input(call, input_segments(call.request), payload, body)
     if refusal is not None:
         return _refusal(call, refusal)

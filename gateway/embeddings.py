@@ -2,7 +2,8 @@
 
 ``block`` and ``refuse`` both answer 400 ``content_filter`` with the incident id: an embedding
 has no text answer to carry a canned reply. ``redact`` forwards the masked input; ``flag``
-forwards it unchanged. Inputs given as token ids pass unscreened, as in legacy completions.
+forwards it unchanged. Inputs given as token ids are rejected or pass unscreened, as the
+policy's ``token_ids`` says (as in legacy completions).
 The upstream's answer passes as it came (status, headers, body) and carries no AIGC label:
 vectors are not content shown to a reader.
 """
@@ -19,7 +20,7 @@ from starlette.responses import Response
 from gateway.errors import ContentBlocked
 from gateway.exchange import Call, arrive, open_call, screen_input, with_notice
 from gateway.openai_chat import validate_body
-from gateway.openai_completions import TextOrTokens, text_segments
+from gateway.openai_completions import TextOrTokens, check_token_ids, text_segments
 from gateway.responses import RawResponse, race_disconnect
 from gateway.upstream import open_upstream, raw_response_headers
 
@@ -47,6 +48,7 @@ async def handle_embeddings(request: Request) -> Response:
 
 
 async def _screened(request: Request, call: _Call, payload: dict[str, Any], body: bytes) -> Response:
+    check_token_ids(call.request.input, "input", call.route.policy)
     segments = text_segments(call.request.input, "input")
     body, refusal = await screen_input(call, segments, payload, body)
     if refusal is not None:

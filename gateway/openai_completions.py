@@ -3,8 +3,9 @@ decisions → responses.
 
 As for chat, only the fields the gateway reads are validated; every other field is sent
 upstream untouched. Prompts given as token ids (a list of integers, or a list of such lists)
-pass unscreened: the gateway has no tokenizer of the upstream's model to read them with. The
-answer is still screened.
+cannot be screened: the gateway has no tokenizer of the upstream's model to read them with. The
+policy's ``token_ids`` rejects them (the default) or lets them pass unscreened; the answer is
+screened either way.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from gateway.duties import ExplicitLabel
+from gateway.errors import InvalidRequest
 from gateway.incidents import new_id
 from gateway.labels import labeled
 from gateway.openai_chat import apply_output as apply_chat_output
@@ -28,6 +30,7 @@ __all__ = [
     "CompletionRequest",
     "TextOrTokens",
     "apply_output",
+    "check_token_ids",
     "choice_count",
     "input_segments",
     "label_texts",
@@ -65,11 +68,28 @@ def choice_count(request: CompletionRequest) -> int:
     return (request.n or 1) * prompts
 
 
+def check_token_ids(value: TextOrTokens | None, name: str, policy: Policy) -> None:
+    """Reject token ids unless the policy lets them pass unscreened (they would be a way around
+    input screening)."""
+    if (
+        policy.spec.token_ids == "reject"
+        and isinstance(value, list)
+        and value
+        and not isinstance(value[0], str)
+    ):
+        raise InvalidRequest(
+            f"'{name}' given as token ids cannot be screened; send text (this gateway's policy "
+            "accepts no token ids)",
+            param=name,
+            code="token_ids_not_accepted",
+        )
+
+
 def text_segments(value: TextOrTokens | None, name: str) -> list[Segment]:
     """The texts of a prompt or embeddings input (the field ``name``), as the user's words."""
     if isinstance(value, str):
         return [Segment(value, "user", (name,))] if value else []
-    # Token ids pass unscreened (module docstring).
+    # Token ids pass unscreened where the policy allows them (check_token_ids).
     return [Segment(v, "user", (name, i)) for i, v in enumerate(value or ()) if isinstance(v, str) and v]
 
 

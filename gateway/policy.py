@@ -125,6 +125,11 @@ class PolicyFile(_Strict):
         "block", description="What a classifier error or timeout counts as."
     )
     classifier_timeout_s: float = Field(2.0, gt=0, le=60)
+    token_ids: Literal["reject", "allow"] = Field(
+        "reject",
+        description="Prompts and embeddings inputs given as token ids, which no classifier can read: "
+        "'reject' answers 400, 'allow' forwards them unscreened (the answer is still screened).",
+    )
     enforcement: EnforcementSettings | None = Field(
         None, description="Strikes ladder against users who abuse the service; none: no enforcement."
     )

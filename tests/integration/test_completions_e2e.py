@@ -104,11 +104,32 @@ def test_blocked_input_streamed_is_an_error_before_the_stream(gateway: Gateway, 
     assert upstream.app.requests == []
 
 
-def test_token_id_prompts_pass_unscreened(gateway: Gateway, upstream: Upstream) -> None:
-    gateway.openai().completions.create(
-        model="m", prompt=[[1, 2, 3], [4]], extra_headers=mock(type="completion")
+@pytest.mark.parametrize("prompt", [[1, 2, 3], [[1, 2, 3], [4]]], ids=["ids", "lists"])
+def test_token_id_prompts_are_refused_by_default(gateway: Gateway, upstream: Upstream, prompt: Any) -> None:
+    """No classifier can read token ids: they would be a way around input screening."""
+    upstream.app.clear()
+    with pytest.raises(openai.BadRequestError) as caught:
+        gateway.openai().completions.create(model="m", prompt=prompt, extra_headers=mock(type="completion"))
+    assert caught.value.code == "token_ids_not_accepted" and caught.value.param == "prompt"
+    with pytest.raises(openai.BadRequestError) as caught:
+        gateway.openai().embeddings.create(model="emb", input=prompt)
+    assert caught.value.code == "token_ids_not_accepted" and caught.value.param == "input"
+    assert upstream.app.requests == []
+
+
+def test_token_id_prompts_pass_unscreened_where_the_policy_allows(
+    make_gateway: GatewayFactory, upstream: Upstream
+) -> None:
+    gateway = make_gateway(policy=TEST_POLICY + "token_ids: allow\n")
+    completion = gateway.openai().completions.create(
+        model="m",
+        prompt=[[1, 2, 3], [4]],
+        extra_headers=mock(type="completion", content="Step one: zorblax."),
     )
     assert upstream.app.last().body["prompt"] == [[1, 2, 3], [4]]
+    assert completion.choices[0].finish_reason == "content_filter"  # the answer is still screened
+    gateway.openai().embeddings.create(model="emb", input=[5, 6])
+    assert upstream.app.last().body["input"] == [5, 6]
 
 
 def test_prompt_of_mixed_types_is_rejected(gateway: Gateway, upstream: Upstream) -> None:
