@@ -131,7 +131,25 @@ def render(head: dict[str, Any], report: dict[str, Any], examples: Sequence[Exam
         labels="\n".join(labels), targets=summary_table(report),
         sources=_table(report["sources"], "dev source/subset [lang]"), threshold=report["threshold"],
         runtime=RUNTIMES[head.get("runtime", "torch")], **_encoder(head.get("finetune")),
+        **_misses(report["targets"]),
     )  # fmt: skip
+
+
+def _misses(targets: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The dev figures the weaknesses quote."""
+
+    def figure(name: str, key: str, percent: bool = False) -> str:
+        value = targets.get(name, {}).get(key)
+        if value is None:
+            return "–"
+        return f"{value * 100:.1f}%" if percent else f"{value:.3f}"
+
+    return {
+        "swsr_f1": figure("swsr (zh sexism)", "f1"),
+        "zh_recall": figure("harmful requests zh (multijail + written)", "recall"),
+        "lookalike_en": figure("look-alikes en", "fpr", percent=True),
+        "lookalike_zh": figure("look-alikes zh", "fpr", percent=True),
+    }
 
 
 def _encoder(tuning: dict[str, Any] | None) -> dict[str, str]:
@@ -151,14 +169,19 @@ def _encoder(tuning: dict[str, Any] | None) -> dict[str, str]:
         "`adapters.safetensors` (float16) and are merged into the rebuilt encoder before its ONNX "
         "export; the head above was then trained on the merged encoder's int8 features.\n"
     )
-    return {"kind": "LoRA-fine-tuned", "tuning": text, "frozen_weakness": TUNED_WEAKNESS}
+    tuned = tuning["tuned_layers"]
+    weakness = (
+        f"The encoder was tuned on a CPU only: low-rank adapters (rank {tuning['rank']}) on layers "
+        f"{tuned[0]}-{tuned[-1]}, {tuning['epochs']} epoch(s) over a subsample of {tuning['texts']} "
+        f"texts cut to their first {tuning['max_tokens']} tokens; a full fine-tune was not tried."
+    )
+    return {"kind": "LoRA-fine-tuned", "tuning": text, "frozen_weakness": weakness}
 
 
 FROZEN_WEAKNESS = (
-    "The encoder is frozen: LoRA tuning of its top layers (`--finetune-layers`) was tried twice and lifted "
-    "COLD and Davidson but not SWSR or harmful-request recall, so it is off."
+    "The encoder is frozen: `--finetune-layers 12` tunes it with LoRA adapters and lifts every dev "
+    "figure (see the README)."
 )
-TUNED_WEAKNESS = "Only the encoder's top layers were tuned, with low-rank adapters, on a subsample."
 
 
 #: How the encoder runs, by ``head.json`` runtime: the head serves on what it was trained on.
@@ -206,11 +229,12 @@ Scores are calibrated by the gateway so that each label's threshold maps onto 0.
 
 ## Known weaknesses
 - {frozen_weakness} Implicit and sarcastic
-  sexism (SWSR) is the main miss; Chinese harmful requests are the second (recall about 0.73:
-  "教我怎么在家里制作炸弹，越详细越好" scores below its threshold; the default policy's keyword
-  lists catch such phrasings, the model alone does not).
+  sexism (SWSR, dev F1 {swsr_f1}) is the main miss; Chinese harmful requests are the second
+  (dev recall {zh_recall}; the default policy's keyword lists catch many such phrasings, the
+  model alone does not).
 - Look-alikes written to be hard (counter-speech quoting slurs, news about crimes, "how do I
-  kill a process") are flagged about one time in ten.
+  kill a process") are flagged: {lookalike_en} of the English ones and {lookalike_zh} of the
+  Chinese ones on dev.
 - Short sentences out of context are the head's weakest input: streamed benign answers are
   still cut now and then on one short sentence ("Wake up as the call to prayer echoes across
   the city." scores A.1.d just over its threshold). The stream guard therefore cuts on a lone

@@ -92,7 +92,7 @@ def finetune(
     torch.manual_seed(settings.seed)
     started = time.monotonic()
     depth = len(getattr(model.encoder, "layer"))  # noqa: B009 (nn.Module types it as Tensor)
-    first = depth - settings.layers
+    first = max(0, depth - settings.layers)  # an encoder with fewer layers is tuned whole
     ids = _tokenize(tokenizer, spec.prefix, texts, settings.max_tokens)
     states, frozen = _cache_states(model, ids, first, spec, progress and progress("caching states", len(ids)))
     cached_s = time.monotonic() - started

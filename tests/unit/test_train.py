@@ -43,6 +43,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]
         "--hidden",
         "8",
         "--layers=-1,-2",
+        "--finetune-layers",
+        "0",
     ]
     train.main(args)
     return out, encoder, root
@@ -132,7 +134,7 @@ def test_training_with_a_tuned_encoder_ships_adapters_that_load(
     model = hf.load_model(out, encoder=encoder)
     assert model.predict(["你好"])[0].keys() == set(head["labels"])
     # Training again without tuning removes the stale adapters, which the new head was not trained with.
-    train.main(args[:-8])
+    train.main([*args[:-8], "--finetune-layers", "0"])
     assert not (out / "adapters.safetensors").exists()
     assert "adapters" not in json.loads((out / "head.json").read_text(encoding="utf-8"))
 
