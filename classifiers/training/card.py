@@ -179,8 +179,9 @@ def _encoder(tuning: dict[str, Any] | None) -> dict[str, str]:
 
 
 FROZEN_WEAKNESS = (
-    "The encoder is frozen: `--finetune-layers 12` tunes it with LoRA adapters and lifts every dev "
-    "figure (see the README)."
+    "The encoder is frozen. Tuning all its layers with LoRA (`--finetune-layers 12`) lifted most dev "
+    "figures but missed Chinese harmful answers this head catches and cut more streamed English "
+    "answers, so it is off (see the README)."
 )
 
 
