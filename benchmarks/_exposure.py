@@ -184,9 +184,12 @@ class Outcome:
         return self.cut or self.redacted
 
 
-async def drive(policy: Policy, chunks: list[bytes]) -> tuple[list[bytes], list[int]]:
+async def drive(
+    policy: Policy, chunks: list[bytes], stops: list[dict[str, Any]] | None = None
+) -> tuple[list[bytes], list[int]]:
     """What the guard sends for an upstream of ``chunks``, and the exposed-character counts of
-    the cuts it recorded.
+    the cuts it recorded; ``stops`` gets each stopping hit's code, score and the text it was
+    found in (what a model saw), to see why a stream was cut.
 
     The upstream sends each chunk only when no model check is in flight, so that every piece
     gets a check of its own: the most windows, and the shortest new text in each, that a
@@ -197,6 +200,12 @@ async def drive(policy: Policy, chunks: list[bytes]) -> tuple[list[bytes], list[
     async def record(decision: Decision, segments: list[Segment], n: int, offsets: list[list[int]]) -> str:
         if decision.stops:
             exposed.append(n)
+            if stops is not None:
+                stops.extend(
+                    {"code": h.code, "score": round(h.score, 3), "text": segments[h.segment].text}
+                    for h in decision.hits
+                    if h.action in ("block", "refuse")
+                )
         return "inc_exposure"
 
     async def close_upstream() -> None:

@@ -9,6 +9,9 @@ benign answers written by people or models for ordinary instructions, English fr
 * answers the stream guard cuts when they stream in ``--piece``-character deltas (hold mode),
   where models see windows of text as it arrives rather than the whole answer.
 
+The JSON also lists, per stopped answer, the stopping hits: code, score and the text the
+classifier saw (for a streamed cut, the window or passage that cut it).
+
 It prints the risk codes behind the stops and writes JSON to ``benchmarks/results/answers-<UTC>.json``.
 """
 
@@ -54,20 +57,29 @@ async def measure(policy_ref: str, texts: dict[str, list[str]], piece: int) -> d
         whole_codes: Counter[str] = Counter()
         stream_codes: Counter[str] = Counter()
         whole = streamed = 0
-        for text in items:
+        stopped: list[dict[str, Any]] = []
+        for index, text in enumerate(items):
             decision = await screen(policy, [Segment(text, "content")], "output", cache=False)
+            hits = [
+                {"code": h.code, "score": round(h.score, 3)}
+                for h in decision.hits
+                if h.action in ("block", "refuse")
+            ]
             if decision.action in ("block", "refuse"):
                 whole += 1
-                whole_codes.update(h.code for h in decision.hits if h.action in ("block", "refuse"))
+                whole_codes.update(h["code"] for h in hits)
             pieces = [text[i : i + piece] for i in range(0, len(text), piece)]
-            emitted, _ = await drive(hold, stream_chunks(pieces))
+            stops: list[dict[str, Any]] = []
+            emitted, _ = await drive(hold, stream_chunks(pieces), stops)
             _, note = delivered_of(emitted)
             if note is not None:
                 streamed += 1
                 stream_codes.update(note.get("risks", []))
+            if hits or note is not None:
+                stopped.append({"index": index, "chars": len(text), "whole": hits, "streamed": stops})
         out[lang] = {
             "answers": len(items), "whole_stopped": whole, "streamed_cut": streamed,
-            "whole_codes": dict(whole_codes), "stream_codes": dict(stream_codes),
+            "whole_codes": dict(whole_codes), "stream_codes": dict(stream_codes), "stopped": stopped,
         }  # fmt: skip
     return out
 

@@ -10,6 +10,7 @@ retract that covers what was delivered. The helper that streams and measures is
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -155,3 +156,19 @@ async def test_the_same_without_the_trailing_character_is_held(policy: Policy) -
     assert await _deliver(policy, ["women belong in the kitchen", ". Bye."]) == ("", True)
     assert await _deliver(policy, ["call 138 0013 8000", " now."]) == ("call [REDACTED] now.", False)
     assert await _deliver(policy, ["mail zhang.wei", "@example.com now"]) == ("mail [REDACTED] now", False)
+
+
+@pytest.mark.parametrize(
+    ("pieces", "term"),
+    [
+        (["Fine. women belong ", "in the kitchen. Bye."], "women belong in the kitchen"),
+        (["好的。", "有偿拍摄军事基地", "。"], "有偿拍摄军事基地"),
+    ],
+    ids=["en", "zh"],
+)
+async def test_drive_names_what_stopped_a_stream(policy: Policy, pieces: list[str], term: str) -> None:
+    stops: list[dict[str, Any]] = []
+    await drive(in_mode(policy, "hold"), stream_chunks(pieces), stops)
+    assert stops and all(s["score"] > 0 for s in stops)
+    assert any(term in s["text"] for s in stops)  # the window the list saw
+    assert stops[0]["code"].startswith("A.")
