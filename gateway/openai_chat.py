@@ -164,7 +164,9 @@ def apply_output(
     put it in ``text``). A changed choice loses its ``logprobs``: they spell the tokens of the
     text it no longer has, the stopped or masked text included."""
     stopped = {segments[h.segment].where[1] for h in decision.hits if h.action in ("refuse", "block")}
-    changed = stopped | {segments[h.segment].where[1] for h in decision.hits if h.action == "redact"}
+    changed = {
+        segments[h.segment].where[1] for h in decision.hits if h.action in ("redact", "refuse", "block")
+    }
     redact_payload(response, decision, segments, policy.spec.refusal.redaction)
     for c in sorted(stopped):
         choice = response["choices"][c]

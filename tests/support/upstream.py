@@ -370,10 +370,9 @@ async def _stream_body(
             await emit(b": keep-alive\n\n")
         for c in choices:
             piece = text[c] if rows else text
-            if script.get("logprobs") and not legacy and channel == "content":
-                await emit(_chunk(body, _delta(channel, piece), index=c, logprobs=chat_logprobs(piece)))
-            else:
-                await emit(chunk(body, _delta(channel, piece), index=c))
+            with_logprobs = script.get("logprobs") and not legacy and channel == "content"
+            extra = {"logprobs": chat_logprobs(piece)} if with_logprobs else {}
+            await emit(chunk(body, _delta(channel, piece), index=c, **extra))
         seen.sent_deltas += 1
         if delay:
             await asyncio.sleep(delay)
