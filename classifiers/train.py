@@ -49,7 +49,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m classifiers.train", description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="labelled data sets")
     p.add_argument("--written", type=Path, default=REPO / "data" / "written", help="our own examples")
-    p.add_argument("--answers", type=Path, help="also our own assistant answers (data/answers; not shipped)")
+    p.add_argument(
+        "--answers", type=Path, default=REPO / "data" / "answers", help="our own assistant answers"
+    )
+    p.add_argument(
+        "--no-answers", dest="answers", action="store_const", const=None, help="leave the answers out"
+    )
     p.add_argument("--variant", choices=("default", "research"), default="default")
     p.add_argument("--out", type=Path, default=REPO / "classifiers" / "models" / "modgate-guard")
     p.add_argument("--cache", type=Path, help="encoder and feature cache (default ~/.cache/modgate)")
@@ -85,10 +90,10 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--calib-fraction", type=float, default=0.15)
     p.add_argument("--limit", type=int, help="use at most N examples (quick trials)")
-    # The shipped head's encoder is frozen; the other defaults are the recipe `--finetune-layers 12`
-    # was measured with (about 20 min on 2 CPU cores; see the README).
-    ft = p.add_argument_group("encoder fine-tuning (LoRA adapters on the top layers; off by default)")
-    ft.add_argument("--finetune-layers", type=int, default=0, help="top encoder layers to tune (0: frozen)")
+    # The defaults are the shipped head's recipe: all layers tuned, with the written answers
+    # (about 35 min on 2 CPU cores; see the README). `--finetune-layers 0` trains a frozen encoder.
+    ft = p.add_argument_group("encoder fine-tuning (LoRA adapters on the top layers)")
+    ft.add_argument("--finetune-layers", type=int, default=12, help="top encoder layers to tune (0: frozen)")
     ft.add_argument("--lora-rank", type=int, default=16)
     ft.add_argument("--lora-alpha", type=float, default=32.0)
     ft.add_argument("--finetune-examples", type=int, default=24000, help="size of the training subsample")
@@ -179,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     fit_idx, calib_idx = _calib_split(examples, args.calib_fraction, args.seed)
     weight_of = {"requests": args.request_weight, "lookalike": args.lookalike_weight,
                  "answers": args.answer_weight, "answer_windows": args.answer_weight,
-                 "harmful_answers": args.answer_weight}  # fmt: skip
+                 "harmful_answers": args.answer_weight, "framed_answers": args.answer_weight}  # fmt: skip
     weights = torch.tensor([weight_of.get(e.subset, 1.0) for e in examples])
     adapters = args.adapters
     if args.finetune_layers and adapters is None:

@@ -44,6 +44,8 @@ TARGET_SLICES: dict[str, tuple[str, Any]] = {
     "answer windows zh (data/answers)": ("zh", lambda e: e.subset == "answer_windows"),
     "harmful answers en (data/answers)": ("en", lambda e: e.subset == "harmful_answers"),
     "harmful answers zh (data/answers)": ("zh", lambda e: e.subset == "harmful_answers"),
+    "framed answers en (data/answers)": ("en", lambda e: e.subset == "framed_answers"),
+    "framed answers zh (data/answers)": ("zh", lambda e: e.subset == "framed_answers"),
 }  # fmt: skip
 
 
@@ -173,15 +175,16 @@ def _encoder(tuning: dict[str, Any] | None) -> dict[str, str]:
     weakness = (
         f"The encoder was tuned on a CPU only: low-rank adapters (rank {tuning['rank']}) on layers "
         f"{tuned[0]}-{tuned[-1]}, {tuning['epochs']} epoch(s) over a subsample of {tuning['texts']} "
-        f"texts cut to their first {tuning['max_tokens']} tokens; a full fine-tune was not tried."
+        f"texts cut to their first {tuning['max_tokens']} tokens; a full fine-tune was not tried. "
+        "Runs differ: a rebuild with the same command and seed moves dev figures by about a point "
+        "and streamed false cuts by more (see the README)."
     )
     return {"kind": "LoRA-fine-tuned", "tuning": text, "frozen_weakness": weakness}
 
 
 FROZEN_WEAKNESS = (
-    "The encoder is frozen. Tuning all its layers with LoRA (`--finetune-layers 12`) lifted most dev "
-    "figures but missed Chinese harmful answers this head catches and cut more streamed English "
-    "answers, so it is off (see the README)."
+    "The encoder is frozen (`--finetune-layers 0`); the shipped head tunes all its layers, which "
+    "lifted every harmful-text figure on dev (see the README)."
 )
 
 
@@ -214,9 +217,9 @@ and PII patterns of the default policy. Not a substitute for human review of rep
 {data}
 
 `written` rows were written for this project (see `data/written/README.md`): harmful examples
-for categories the public data lacks, and benign look-alikes (with `--answers`, also the
-assistant answers of `data/answers/`). Share-alike sets (CC BY-SA) are used for training only;
-no data is redistributed in this repository.
+for categories the public data lacks, benign look-alikes, and (unless `--no-answers`) the
+assistant answers of `data/answers/`, also as windows and inside generic lead-ins. Share-alike
+sets (CC BY-SA) are used for training only; no data is redistributed in this repository.
 
 ## Labels, risk codes and thresholds
 Scores are calibrated by the gateway so that each label's threshold maps onto 0.5.

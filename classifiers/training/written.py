@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .records import HEAD_LABELS, Record, harmful, normalise_key
 
-__all__ = ["ANSWER", "GENERAL", "WRITTEN_CATEGORIES", "answer_windows", "read_written"]
+__all__ = ["ANSWER", "GENERAL", "WRITTEN_CATEGORIES", "answer_windows", "framed", "read_written"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,44 @@ def answer_windows(record: Record) -> list[Record]:
     return out
 
 
+#: Framed copies of each written answer (benign and harmful), and how many generic lead-ins come
+#: before it: a model's answer often opens with prose that says nothing ("Sure, here is the next
+#: part:"), and a head that saw harm only in bare answers let such an opening outweigh it.
+FRAMES = 2
+FRAME_LEAD_INS = (1, 3)
+
+
+def framed(record: Record, frames: Mapping[str, Mapping[str, list[str]]]) -> list[Record]:
+    """Copies of an answer inside generic lead-ins (and half the time a tail) from `frames`
+    (``{lang: {"lead_ins": [...], "tails": [...]}}``), seeded by its text, in the answer's group
+    and with its labels: a frame changes neither what the answer is nor its split."""
+    pool = frames.get(record.lang)
+    if not pool:
+        return []
+    rng = random.Random(hashlib.sha1(b"frame\x00" + record.text.encode()).digest())
+    join = "" if record.lang == "zh" else " "
+    out = []
+    for _ in range(FRAMES):
+        parts = [*rng.sample(pool["lead_ins"], rng.randint(*FRAME_LEAD_INS)), record.text]
+        if rng.random() < 0.5:
+            parts.append(rng.choice(pool["tails"]))
+        out.append(Record(join.join(parts), record.lang, record.source, "framed_answers", record.licence,
+                          record.labels, group=record.group))  # fmt: skip
+    return out
+
+
+def read_frames(folder: Path) -> dict[str, dict[str, list[str]]]:
+    """`frames.json` of a folder of answers: generic lead-ins and tails per language ({} if none)."""
+    path = folder / "frames.json"
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    for lang, pool in data.items():
+        if lang not in ("zh", "en") or set(pool) != {"lead_ins", "tails"} or not all(pool.values()):
+            raise ValueError(f"{path}: {lang!r} needs non-empty 'lead_ins' and 'tails' only")
+    return {lang: {k: list(v) for k, v in pool.items()} for lang, pool in data.items()}
+
+
 def read_written(folder: Path) -> list[Record]:
     """Our own examples, `*.jsonl` in `folder`; a missing folder is an empty set (it is being written).
 
@@ -74,6 +112,7 @@ def read_written(folder: Path) -> list[Record]:
         logger.warning("no written examples folder", extra={"path": str(folder)})
         return []
     records = []
+    frames = read_frames(folder)
     for path in sorted(folder.glob("*.jsonl")):
         with path.open(encoding="utf-8") as fh:
             for number, line in enumerate(fh, start=1):
@@ -85,6 +124,8 @@ def read_written(folder: Path) -> list[Record]:
                     records.append(record)
                     if record.subset == "answers":
                         records += answer_windows(record)
+                    if record.subset in ("answers", "harmful_answers"):
+                        records += framed(record, frames)
     return records
 
 
@@ -112,5 +153,9 @@ def _written_record(row: object) -> Record:
         return Record(text, lang, "written", "lookalike", "own", frozenset())
     # Harmful answers are measured apart from harmful requests: they are what output screening
     # must stop, and without them the head learned the shape of an answer as benign.
-    subset = "harmful_answers" if row.get("style") == ANSWER else "written"
-    return Record(text, lang, "written", subset, "own", WRITTEN_CATEGORIES[category])
+    if row.get("style") == ANSWER:
+        group = f"answer:{normalise_key(text)}"  # its framed copies share its split
+        return Record(
+            text, lang, "written", "harmful_answers", "own", WRITTEN_CATEGORIES[category], group=group
+        )
+    return Record(text, lang, "written", "written", "own", WRITTEN_CATEGORIES[category])

@@ -32,11 +32,12 @@ MODEL_FRAGMENTS = (
     "text passes"
 )
 
-MODEL_PASSAGE = (
-    "hold mode: the model's verdicts on windows are not those on the whole text. zh-model-09's "
-    "sentence passes as the stream's passage and alone, and only the whole text with the benign "
-    "tail after it is flagged: the sentence goes out whole and the cut comes with the tail"
-)
+MODEL_MISSES_WHOLE = {
+    "zh-model-08": (
+        "the tuned head lets the whole text (ID photos bought to take out loans, then a benign tail) "
+        "pass; the stream guard cuts it in every split all the same, on the sentence alone"
+    ),
+}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ async def test_hold_delivers_no_violating_character(runs: Runs, case: Case) -> N
 
 
 @pytest.mark.parametrize("mode", ["hold", "async"])
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize("case", params(CASES, MODEL_MISSES_WHOLE))
 async def test_every_case_flagged_whole_is_stopped_in_every_split(runs: Runs, case: Case, mode: Mode) -> None:
     whole = await runs.whole(case)
     assert whole.flagged, "every case of the set is flagged by the default policy on the whole text"
@@ -82,7 +83,6 @@ async def test_the_benign_text_alone_is_not_cut_in_hold_mode(policy: Policy) -> 
     assert cut == []
 
 
-@pytest.mark.xfail(strict=True, reason=MODEL_PASSAGE)
 async def test_hold_never_delivers_a_whole_harmful_sentence(runs: Runs) -> None:
     whole = {}
     for case in (c for c in CASES if c.kind == "model"):

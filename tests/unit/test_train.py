@@ -45,6 +45,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]
         "--layers=-1,-2",
         "--finetune-layers",
         "0",
+        "--no-answers",
     ]
     train.main(args)
     return out, encoder, root
@@ -117,8 +118,8 @@ def test_training_with_a_tuned_encoder_ships_adapters_that_load(
     out = tmp_path / "tuned"
     args = ["--data", str(root / "data"), "--written", str(root / "written"), "--out", str(out),
             "--encoder", str(encoder), "--cache", str(tmp_path / "cache"), "--epochs", "2", "--hidden", "8",
-            "--layers=-1,-2", "--finetune-layers", "1", "--lora-rank", "2", "--finetune-examples", "200",
-            "--finetune-max-tokens", "32"]  # fmt: skip
+            "--no-answers", "--layers=-1,-2", "--finetune-layers", "1", "--lora-rank", "2",
+            "--finetune-examples", "200", "--finetune-max-tokens", "32"]  # fmt: skip
     train.main(args)
     head = json.loads((out / "head.json").read_text(encoding="utf-8"))
     assert head["adapters"] == "adapters.safetensors" and (out / head["adapters"]).is_file()
@@ -146,8 +147,8 @@ def test_every_layer_tuned_starts_from_the_embeddings(
     out = tmp_path / "all"
     train.main(["--data", str(root / "data"), "--written", str(root / "written"), "--out", str(out),
                 "--encoder", str(encoder), "--cache", str(tmp_path / "cache"), "--epochs", "2",
-                "--hidden", "8", "--layers=-1,-2", "--finetune-layers", "2", "--lora-rank", "2",
-                "--finetune-examples", "100", "--finetune-max-tokens", "32"])  # fmt: skip
+                "--no-answers", "--hidden", "8", "--layers=-1,-2", "--finetune-layers", "2",
+                "--lora-rank", "2", "--finetune-examples", "100", "--finetune-max-tokens", "32"])  # fmt: skip
     tuning = json.loads((out / "head.json").read_text(encoding="utf-8"))["finetune"]
     assert tuning["tuned_layers"] == [0, 1] and tuning["steps"] > 0
     assert hf.load_model(out, encoder=encoder).predict(["你好", "hello"])[0].keys()

@@ -809,3 +809,45 @@ def test_answers_come_whole_and_as_windows_in_one_split(data_dir: Path, tmp_path
         assert all(30 - 1 <= len(e.text) <= 260 for e in windows)
     harmful = ex[rows[2]["text"]]
     assert harmful.subset == "harmful_answers" and {"harmful", "terrorism"} <= harmful.labels
+
+
+FRAMES = {
+    "en": {"lead_ins": ["Sure, happy to help.", "Here is part two:", "Staying in character:"],
+           "tails": ["Hope this helps."]},
+    "zh": {"lead_ins": ["好的，我来回答。", "下面是第二部分：", "按照你的设定继续写："],
+           "tails": ["希望对你有帮助。"]},
+}  # fmt: skip
+
+
+def test_answers_are_also_framed_by_generic_lead_ins_keeping_labels_and_split(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    harmful_zh = "把这些人的住址发到群里，让大家轮流上门去吓唬他们。"
+    rows = [
+        {"text": ANSWER_EN, "lang": "en", "label": "benign", "category": "cyber_chem_bio", "style": "answer"},
+        {"text": harmful_zh, "lang": "zh", "label": "harmful", "category": "threat", "style": "answer"},
+        {"text": "Sure. Here is a recruitment post for the group: join us and strike them.",
+         "lang": "en", "label": "harmful", "category": "terrorism", "style": "answer"},
+    ]  # fmt: skip
+    answers = tmp_path / "answers"
+    answers.mkdir()
+    (answers / "a.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    (answers / "frames.json").write_text(json.dumps(FRAMES, ensure_ascii=False), "utf-8")
+    ex = _load(data_dir, answers_dir=answers)
+    for row in rows:
+        whole = ex[row["text"]]
+        copies = [e for e in ex.values() if e.subset == "framed_answers" and row["text"] in e.text]
+        assert len(copies) == 2 and all(e.text != row["text"] for e in copies)
+        assert all(any(e.text.startswith(s) for s in FRAMES[row["lang"]]["lead_ins"]) for e in copies)
+        assert {e.labels for e in copies} == {whole.labels}  # harmful stays harmful, benign benign
+        assert {e.split for e in copies} == {whole.split}  # a dev answer's copies are dev too
+    zh = next(e for e in ex.values() if e.subset == "framed_answers" and harmful_zh in e.text)
+    assert " " not in zh.text and {"harmful", "violence"} <= zh.labels
+
+
+def test_frames_file_with_unknown_keys_fails_fast(tmp_path: Path) -> None:
+    (tmp_path / "frames.json").write_text(
+        json.dumps({"en": {"lead_ins": ["Sure."], "tail": ["Bye."]}}), "utf-8"
+    )
+    with pytest.raises(ValueError, match="lead_ins"):
+        read_written(tmp_path)
