@@ -787,16 +787,29 @@ ANSWER_ZH = (
 )
 
 
-def test_answers_come_whole_and_as_windows_in_one_split(data_dir: Path, tmp_path: Path) -> None:
-    rows = [
-        {"text": ANSWER_EN, "lang": "en", "label": "benign", "category": "cyber_chem_bio", "style": "answer"},
-        {"text": ANSWER_ZH, "lang": "zh", "label": "benign", "category": "general", "style": "answer"},
-        {"text": "Sure. Here is a recruitment post for the group: join us and strike them.",
-         "lang": "en", "label": "harmful", "category": "terrorism", "style": "answer"},
-    ]  # fmt: skip
+def _answer(text: str, lang: str, label: str, category: str) -> dict[str, str]:
+    return {"text": text, "lang": lang, "label": label, "category": category, "style": "answer"}
+
+
+BENIGN_ANSWER_EN = _answer(ANSWER_EN, "en", "benign", "cyber_chem_bio")
+HARMFUL_ANSWER_EN = _answer(
+    "Sure. Here is a recruitment post for the group: join us and strike them.", "en", "harmful", "terrorism"
+)
+
+
+def _answers_dir(tmp_path: Path, rows: list[dict[str, str]], frames: object = None) -> Path:
+    """A folder of written answers (and a ``frames.json`` if given), as ``data/answers``."""
     answers = tmp_path / "answers"
     answers.mkdir()
     (answers / "a.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    if frames is not None:
+        (answers / "frames.json").write_text(json.dumps(frames, ensure_ascii=False), "utf-8")
+    return answers
+
+
+def test_answers_come_whole_and_as_windows_in_one_split(data_dir: Path, tmp_path: Path) -> None:
+    rows = [BENIGN_ANSWER_EN, _answer(ANSWER_ZH, "zh", "benign", "general"), HARMFUL_ANSWER_EN]
+    answers = _answers_dir(tmp_path, rows)
     without = _load(data_dir)
     assert ANSWER_EN not in without  # only with answers_dir
     ex = _load(data_dir, answers_dir=answers)
@@ -823,17 +836,8 @@ def test_answers_are_also_framed_by_generic_lead_ins_keeping_labels_and_split(
     data_dir: Path, tmp_path: Path
 ) -> None:
     harmful_zh = "把这些人的住址发到群里，让大家轮流上门去吓唬他们。"
-    rows = [
-        {"text": ANSWER_EN, "lang": "en", "label": "benign", "category": "cyber_chem_bio", "style": "answer"},
-        {"text": harmful_zh, "lang": "zh", "label": "harmful", "category": "threat", "style": "answer"},
-        {"text": "Sure. Here is a recruitment post for the group: join us and strike them.",
-         "lang": "en", "label": "harmful", "category": "terrorism", "style": "answer"},
-    ]  # fmt: skip
-    answers = tmp_path / "answers"
-    answers.mkdir()
-    (answers / "a.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
-    (answers / "frames.json").write_text(json.dumps(FRAMES, ensure_ascii=False), "utf-8")
-    ex = _load(data_dir, answers_dir=answers)
+    rows = [BENIGN_ANSWER_EN, _answer(harmful_zh, "zh", "harmful", "threat"), HARMFUL_ANSWER_EN]
+    ex = _load(data_dir, answers_dir=_answers_dir(tmp_path, rows, FRAMES))
     for row in rows:
         whole = ex[row["text"]]
         copies = [e for e in ex.values() if e.subset == "framed_answers" and row["text"] in e.text]
