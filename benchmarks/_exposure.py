@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from gateway.policy import Policy
+from gateway.policy import STOPPING, Policy
 from gateway.screening import Decision, Segment, screen
 from gateway.stream.guard import StreamGuard
 from gateway.stream.sse import SSEParser
@@ -103,7 +103,7 @@ class WholeText:
     def missed_by(self, outcome: Outcome) -> bool:
         """A stream of this text that the policy would stop was not cut (or, for a text it
         masks, neither cut nor masked)."""
-        if self.action in ("block", "refuse"):
+        if self.action in STOPPING:
             return not outcome.cut
         return self.flagged and not outcome.stopped
 
@@ -204,7 +204,7 @@ async def drive(
                 stops.extend(
                     {"code": h.code, "score": round(h.score, 3), "text": segments[h.segment].text}
                     for h in decision.hits
-                    if h.action in ("block", "refuse")
+                    if h.stops
                 )
         return "inc_exposure"
 

@@ -60,12 +60,8 @@ async def measure(policy_ref: str, texts: dict[str, list[str]], piece: int) -> d
         stopped: list[dict[str, Any]] = []
         for index, text in enumerate(items):
             decision = await screen(policy, [Segment(text, "content")], "output", cache=False)
-            hits = [
-                {"code": h.code, "score": round(h.score, 3)}
-                for h in decision.hits
-                if h.action in ("block", "refuse")
-            ]
-            if decision.action in ("block", "refuse"):
+            hits = [{"code": h.code, "score": round(h.score, 3)} for h in decision.hits if h.stops]
+            if decision.stops:
                 whole += 1
                 whole_codes.update(h["code"] for h in hits)
             pieces = [text[i : i + piece] for i in range(0, len(text), piece)]

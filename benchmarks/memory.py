@@ -60,10 +60,11 @@ async def load(base: str, rounds: int, concurrency: int, chars: int) -> dict[str
     """Send the rounds; count texts flagged by a classifier (none should be: benign texts) and
     texts failed closed (``X.classifier_error``: the model missed the policy's timeout)."""
     counts = {"texts": 0, "flagged": 0, "classifier_errors": 0}
+    pair = texts(chars)
     async with httpx.AsyncClient(timeout=300) as client:
         for r in range(rounds):
             replies = await asyncio.gather(*[
-                client.post(f"{base}/v1/moderations", json={"input": [f"{r}-{i} {t}" for t in texts(chars)]})
+                client.post(f"{base}/v1/moderations", json={"input": [f"{r}-{i} {t}" for t in pair]})
                 for i in range(concurrency)
             ])  # fmt: skip
             for reply in replies:

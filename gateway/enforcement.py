@@ -38,7 +38,6 @@ from gateway.store.base import UserStore
 __all__ = [
     "NOTICE_HEADER",
     "STATUS_HEADER",
-    "STRIKING_ACTIONS",
     "Enforcer",
     "Standing",
     "identify",
@@ -49,7 +48,6 @@ log = logging.getLogger("modgate.enforcement")
 
 NOTICE_HEADER = "x-modgate-notice"
 STATUS_HEADER = "x-modgate-user-status"
-STRIKING_ACTIONS = frozenset({"block", "refuse"})
 
 _STATUS: dict[str, UserStatus] = {"warn": "warned", "restrict": "restricted", "suspend": "suspended"}
 #: For a user an admin restricted under a policy whose ladder has no restrict step.

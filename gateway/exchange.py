@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from gateway.app import AppState
 from gateway.duties import EnforcementSettings, ExplicitLabel
-from gateway.enforcement import STRIKING_ACTIONS, Standing, identify
+from gateway.enforcement import Standing, identify
 from gateway.errors import ContentBlocked, GatewayError, UpstreamUnavailable
 from gateway.labels import LABEL_HEADER, Labeler, label_completion, labeled_body, labeler_for
 from gateway.openai_chat import parse_json_object, redact_payload
@@ -108,7 +108,7 @@ class Call(Generic[R]):
         (a stream's cut lands here too), so the user's very next request sees them."""
         incident_id = await self.state.recorder.record(decision, segments, self.info, exposed, offsets)
         user = self.info.user
-        if self.enforcement is not None and user is not None and decision.action in STRIKING_ACTIONS:
+        if self.enforcement is not None and user is not None and decision.stops:
             after = await self.state.enforcer.strike(user, self.enforcement, incident_id)
             self.standing = after or self.standing
         return incident_id

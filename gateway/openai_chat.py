@@ -163,10 +163,8 @@ def apply_output(
     ``replace`` puts the reply into a choice (a chat message by default; legacy completions
     put it in ``text``). A changed choice loses its ``logprobs``: they spell the tokens of the
     text it no longer has, the stopped or masked text included."""
-    stopped = {segments[h.segment].where[1] for h in decision.hits if h.action in ("refuse", "block")}
-    changed = {
-        segments[h.segment].where[1] for h in decision.hits if h.action in ("redact", "refuse", "block")
-    }
+    stopped = {segments[h.segment].where[1] for h in decision.hits if h.stops}
+    changed = {segments[h.segment].where[1] for h in decision.hits if h.stops or h.action == "redact"}
     redact_payload(response, decision, segments, policy.spec.refusal.redaction)
     for c in sorted(stopped):
         choice = response["choices"][c]

@@ -28,6 +28,7 @@ from gateway.duties import ComplaintSettings, EnforcementSettings, LabelingSetti
 
 __all__ = [
     "ACTIONS",
+    "STOPPING",
     "Action",
     "Policy",
     "PolicyFile",
@@ -39,6 +40,8 @@ __all__ = [
 
 Action = Literal["allow", "flag", "redact", "refuse", "block"]
 ACTIONS: tuple[Action, ...] = ("allow", "flag", "redact", "refuse", "block")
+#: The actions that keep content from its destination.
+STOPPING: frozenset[Action] = frozenset({"refuse", "block"})
 _SEVERITY = {action: rank for rank, action in enumerate(ACTIONS)}
 
 

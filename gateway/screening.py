@@ -18,7 +18,7 @@ from classifiers.guarded import failure_kind
 from classifiers.lru import LRU
 from gateway.cascade import Member
 from gateway.metrics import Metrics
-from gateway.policy import Action, Policy, severity
+from gateway.policy import STOPPING, Action, Policy, severity
 
 __all__ = ["ERROR_CODE", "Decision", "Direction", "Hit", "Segment", "redact", "screen"]
 
@@ -48,6 +48,11 @@ class Hit:
     segment: int
     spans: tuple[Span, ...] = ()
 
+    @property
+    def stops(self) -> bool:
+        """True when this hit's rule keeps its content from the destination (refuse or block)."""
+        return self.action in STOPPING
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -62,7 +67,7 @@ class Decision:
     @property
     def stops(self) -> bool:
         """True when the content must not reach its destination (refuse or block)."""
-        return self.action in ("refuse", "block")
+        return self.action in STOPPING
 
     def note(self, incident_id: str | None) -> dict[str, Any]:
         """The ``modgate`` object a response carries: what was done, why, and the incident to

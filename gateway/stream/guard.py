@@ -299,7 +299,7 @@ class StreamGuard:
     def _verdict(self, verdict: Verdict, arrived: float) -> Cut | None:
         """A cut for the stopping hits when it ends the stream, else note the soft ones (and
         end the choices a cut names, when other choices go on)."""
-        stopping = [f for f in verdict.found if f.hit.action in ("refuse", "block")]
+        stopping = [f for f in verdict.found if f.hit.stops]
         if stopping:
             action = max((f.hit.action for f in stopping), key=severity)
             hits = tuple(f.hit for f in verdict.found)
